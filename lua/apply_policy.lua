@@ -1,0 +1,22 @@
+-- apply_policy.lua: store one project's policy if it is newer than the stored one; audited.
+--
+-- KEYS[1] <ns>:{<project>}:policy   KEYS[2] <ns>:{<project>}:audit
+-- ARGV[1] project   ARGV[2] audit MAXLEN   ARGV[3] version (integer, increasing)
+-- ARGV[4] project policy as JSON ("" = no policy: the project's requests are denied)
+-- ARGV[5] actor   ARGV[6] number of zones n, then n pairs: zone, "<utc s>:<offset s>,..."
+-- Reply: {"applied", version} or {"kept", stored version} when the stored one is as new or newer.
+
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local version = tonumber(ARGV[3])
+if current >= version then return {'kept', current} end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', version, 'doc', ARGV[4], 'actor', ARGV[5], 'ts_ms', now_ms)
+for i = 1, tonumber(ARGV[6]) do
+  redis.call('HSET', KEYS[1], 'tz:' .. ARGV[5 + 2 * i], ARGV[6 + 2 * i])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'event', 'policy.applied',
+  'project', ARGV[1], 'ts_ms', now_ms, 'version', version, 'actor', ARGV[5],
+  'reason', ARGV[4] == '' and 'no-policy' or 'applied')
+return {'applied', version}

@@ -1,0 +1,86 @@
+-- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
+-- needs: common period state
+--
+-- KEYS: the common ten (lib/common.lua).
+-- ARGV[1..5]: the common head.
+--   ARGV[6]  policy version the caller computed this request from ("0": it found no policy)
+--   ARGV[7]  reservation id (idempotency key)
+--   ARGV[8]  denial found by the caller's model check ("" if none): model-denied, model-not-allowed,
+--            no-policy, unknown-price
+--   ARGV[9]  hold (nUSD, an upper bound of the cost)
+--   ARGV[10] lease (integer ms)
+--   ARGV[11] model
+--   ARGV[12] tags as JSON (for the record and the audit)
+--   ARGV[13] attribution rows, joined by \30
+--   ARGV[14] estimated input tokens;  ARGV[15] max output tokens
+--   ARGV[16] flags: "u" when the price is unknown and allowed at cost 0 (audited)
+--   ARGV[17] number of budget instances n, then 6 values each:
+--            instance id, "budget\30split value", cap (nUSD), thresholds "nUSD:fraction,...",
+--            period spec, on expiry ("1" charge, "0" release)
+-- Reply, one of:
+--   {"stale", current version}                   the caller must reload the policy and retry
+--   {"clock", server s}                           the caller's clock is more than a day off
+--   {"dup", record, now ms}                       this id is known: nothing changed
+--   {"denied", "model", reason}
+--   {"denied", "budget", budget, split, cap, spent, held, hold, period start s, period end s}
+--   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap, start s, end s}
+
+if not K_USAGE then return {'clock', NOW_S} end
+local version = redis.call('HGET', K_POLICY, 'v') or '0'
+if version ~= ARGV[6] then return {'stale', version} end
+
+local rid = ARGV[7]
+local existing = redis.call('HGET', K_HOLDS, rid)
+if existing then return {'dup', existing, NOW_MS} end
+
+housekeeping(SWEEP_BATCH)
+
+local denial, hold, lease_ms, model, tags = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]),
+  ARGV[11], ARGV[12]
+if denial ~= '' then
+  audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
+  return {'denied', 'model', denial}
+end
+
+-- Compute everything before the first write: a denial changes no budget.
+local n = tonumber(ARGV[17])
+local views, configs = {}, {}
+for i = 1, n do
+  local base = 17 + (i - 1) * 6
+  local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = tonumber(ARGV[base + 3]),
+    thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6]}
+  local view = budget_view(cfg.iid, cfg.spec)
+  local cap = cfg.cap + view.extra
+  if view.spent + view.held + hold > cap then
+    local nb = split(cfg.name, LS)
+    audit('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
+      'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'held_usd', usd(view.held),
+      'cap_usd', usd(cap), 'reason', 'over-cap'})
+    return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
+  end
+  views[i], configs[i] = view, cfg
+end
+
+local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
+local iids, flags = {}, {}
+for i = 1, n do
+  local view, cfg = views[i], configs[i]
+  local iid = cfg.iid
+  view.dirty = view.dirty or view.spec ~= view.stored_spec
+  budget_commit(view)
+  redis.call('HSET', K_BUDGETS, iid .. '|c', cfg.cap, iid .. '|t', cfg.thresholds, iid .. '|n', cfg.name)
+  local held = redis.call('HINCRBY', K_BUDGETS, iid .. '|h', hold)
+  iids[i], flags[i] = iid, cfg.charge
+  local r = #reply
+  reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, held, cfg.cap + view.extra
+  reply[r + 4], reply[r + 5] = view.p, view.e
+end
+
+local rec = {'H', hold, NOW_MS + lease_ms, NOW_MS, model, table.concat(iids, LS),
+  table.concat(flags), ARGV[13], tags, ARGV[14], ARGV[15], '', ''}
+redis.call('HSET', K_HOLDS, rid, rec_encode(rec))
+redis.call('ZADD', K_LEASES, NOW_MS + lease_ms, rid)
+if string.find(ARGV[16], 'u', 1, true) then
+  audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
+end
+return reply

@@ -1,0 +1,26 @@
+-- status.lua: every budget instance of the project, with its period brought to the server clock.
+-- needs: common period state
+--
+-- KEYS: the common ten (lib/common.lua).
+-- ARGV[1..5]: the common head.
+-- Overdue holds are swept first (one batch), so what it reports is current.
+-- Reply: {"status", now s, live holds, then per instance 8 values:
+--         instance id, "budget\30split", cap (nUSD, override included), spent, held,
+--         period start s, period end s (0 = never), override extra (nUSD)}
+
+if not K_USAGE then return {'clock', NOW_S} end
+housekeeping(SWEEP_BATCH)
+local reply = {'status', NOW_S, redis.call('ZCARD', K_LEASES)}
+local fields = redis.call('HKEYS', K_BUDGETS)
+table.sort(fields)
+for _, field in ipairs(fields) do
+  local iid = string.match(field, '^(.*)|k$')
+  if iid then
+    local view = budget_view(iid, nil)
+    local r = #reply
+    reply[r + 1], reply[r + 2], reply[r + 3] = iid, view.name, view.cap + view.extra
+    reply[r + 4], reply[r + 5], reply[r + 6] = view.spent, view.held, view.p or 0
+    reply[r + 7], reply[r + 8] = view.e or 0, view.extra
+  end
+end
+return reply

@@ -1,0 +1,10 @@
+-- sweep.lua: expire overdue holds now (scripts also do this lazily, a batch per call).
+-- needs: common period state
+--
+-- KEYS: the common ten (lib/common.lua).
+-- ARGV[1..5]: the common head (ARGV[5] is the batch for this call).
+-- Reply: {"swept", holds expired, holds still overdue after this batch}
+
+if not K_USAGE then return {'clock', NOW_S} end
+local expired = housekeeping(SWEEP_BATCH)
+return {'swept', expired, redis.call('ZCOUNT', K_LEASES, '-inf', NOW_MS)}

@@ -1,0 +1,65 @@
+"""prism_limiter: atomic LLM spend governance on Redis.
+
+Before every LLM call, ``limiter.reserve(project, model, est_tokens)`` checks every budget and
+model policy that applies in one Lua script, holds the estimated cost, and ``settle`` books the
+actual usage afterwards. Every decision lands in the project's audit stream.
+"""
+
+from prism_limiter._async import AsyncLimiter
+from prism_limiter._limiter import Limiter
+from prism_limiter._policy import (
+    BudgetPolicy,
+    Policy,
+    PriceOverride,
+    ProjectPolicy,
+    RateLimitPolicy,
+)
+from prism_limiter._pricing import TokenUsage
+from prism_limiter._records import (
+    BudgetState,
+    BudgetWarning,
+    Decision,
+    Settlement,
+    UsageReport,
+    UsageRow,
+)
+from prism_limiter._reservation import AsyncReservation, Reservation
+from prism_limiter.errors import (
+    BackendUnavailable,
+    BudgetExceeded,
+    InvalidRequest,
+    LimitExceeded,
+    ModelNotAllowed,
+    PolicyError,
+    PrismLimiterError,
+    RateLimited,
+)
+
+__all__ = [
+    "AsyncLimiter",
+    "AsyncReservation",
+    "BackendUnavailable",
+    "BudgetExceeded",
+    "BudgetPolicy",
+    "BudgetState",
+    "BudgetWarning",
+    "Decision",
+    "InvalidRequest",
+    "LimitExceeded",
+    "Limiter",
+    "ModelNotAllowed",
+    "Policy",
+    "PolicyError",
+    "PriceOverride",
+    "PrismLimiterError",
+    "ProjectPolicy",
+    "RateLimitPolicy",
+    "RateLimited",
+    "Reservation",
+    "Settlement",
+    "TokenUsage",
+    "UsageReport",
+    "UsageRow",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,172 @@
+"""``AsyncLimiter``: the asyncio face; the same core operations as ``Limiter``, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+
+from prism_limiter._backend import make_client
+from prism_limiter._base import (
+    DEFAULT_RETRIES,
+    DEFAULT_SOCKET_TIMEOUT_S,
+    BaseLimiter,
+    raise_for,
+    usage_of,
+)
+from prism_limiter._core import Held
+from prism_limiter._policy import Policy
+from prism_limiter._pricing import TokenUsage
+from prism_limiter._protocol import Op, Request, Script, map_error
+from prism_limiter._records import BudgetState, Settlement, UsageReport
+from prism_limiter._reservation import AsyncReservation
+from prism_limiter.errors import BackendUnavailable
+
+T = TypeVar("T")
+
+
+class AsyncLimiter(BaseLimiter):
+    """The asyncio twin of :class:`Limiter`; takes ``redis.asyncio`` clients."""
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        namespace: str = "prism",
+        *,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        **kwargs: Any,
+    ) -> AsyncLimiter:
+        """Connect like :meth:`Limiter.from_url`, with an asyncio client."""
+        client = make_client(url, asyncio=True, socket_timeout=socket_timeout, retries=retries)
+        return cls(client, namespace, **kwargs)
+
+    async def _io(self, request: Request) -> Any:
+        try:
+            if isinstance(request, Script):
+                return await self._scripts[request.name](keys=request.keys, args=request.args)
+            return await self._client.execute_command(*request.args)
+        except redis.RedisError as exc:
+            raise map_error(exc) from exc
+
+    async def _run(self, op: Op[T]) -> T:
+        try:
+            request = next(op)
+            while True:
+                try:
+                    reply = await self._io(request)
+                except BackendUnavailable as exc:
+                    request = op.throw(exc)
+                else:
+                    request = op.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def apply_policy(self, policy: Policy, *, actor: str = "prism-limiter") -> int:
+        """Store ``policy`` as the next version; every worker uses it from its next request."""
+        return await self._run(self._core.apply_policy(policy, actor))
+
+    async def try_reserve(
+        self,
+        project: str,
+        model: str,
+        est_tokens: int,
+        *,
+        max_output_tokens: int | None = None,
+        tags: dict[str, str] | None = None,
+        ttl_s: float | None = None,
+        reservation_id: str | None = None,
+        provider: str | None = None,
+    ) -> AsyncReservation:
+        """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised."""
+        held = await self._run(
+            self._core.reserve(
+                project,
+                model,
+                est_tokens,
+                max_output_tokens=max_output_tokens,
+                tags=tags,
+                ttl_s=ttl_s,
+                reservation_id=reservation_id,
+                provider=provider,
+            )
+        )
+        return AsyncReservation(self, held)
+
+    async def reserve(
+        self,
+        project: str,
+        model: str,
+        est_tokens: int,
+        *,
+        max_output_tokens: int | None = None,
+        tags: dict[str, str] | None = None,
+        ttl_s: float | None = None,
+        reservation_id: str | None = None,
+        provider: str | None = None,
+    ) -> AsyncReservation:
+        """Check every limit that applies and hold the estimated cost (see ``Limiter.reserve``)."""
+        r = await self.try_reserve(
+            project,
+            model,
+            est_tokens,
+            max_output_tokens=max_output_tokens,
+            tags=tags,
+            ttl_s=ttl_s,
+            reservation_id=reservation_id,
+            provider=provider,
+        )
+        raise_for(r.decision)
+        return r
+
+    async def settle(
+        self,
+        project: str,
+        reservation_id: str,
+        usage: Any = None,
+        *,
+        model: str | None = None,
+        tags: dict[str, str] | None = None,
+        **counts: Any,
+    ) -> Settlement:
+        """Settle a reservation from any process; idempotent (see ``Limiter.settle``)."""
+        tokens = usage_of(usage, counts)
+        return await self._run(
+            self._core.settle(project, reservation_id, tokens, model=model, tags=tags)
+        )
+
+    async def release(self, project: str, reservation_id: str) -> bool:
+        """Return a hold from any process; True if this call released it (idempotent)."""
+        return await self._run(self._core.release(project, reservation_id))
+
+    async def sweep(self, project: str) -> int:
+        """Expire overdue holds now; the scripts also do it lazily. Returns how many expired."""
+        return await self._run(self._core.sweep(project))
+
+    async def status(self, project: str) -> list[BudgetState]:
+        """One record per budget instance of ``project``, periods on the server clock."""
+        return await self._run(self._core.status(project))
+
+    async def usage(
+        self, project: str, start: datetime | None = None, end: datetime | None = None
+    ) -> UsageReport:
+        """Attribution for UTC days ``start``..``end`` (default today): per model, per tag."""
+        return await self._run(self._core.usage(project, start, end))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
+        return await self._run(
+            self._core.settle(held.project, held.reservation_id, usage, held=held)
+        )
+
+    async def _release_held(self, held: Held) -> bool:
+        return await self._run(self._core.release_held(held))
+
+    async def _release_shielded(self, held: Held) -> bool:
+        """Release even while the calling task is being cancelled."""
+        return await asyncio.shield(self._release_held(held))

@@ -1,0 +1,91 @@
+"""What ``Limiter`` and ``AsyncLimiter`` share besides the core: construction and shaping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prism_limiter import _scripts, _usage
+from prism_limiter._core import FailureMode, Held, LimiterCore, Settings
+from prism_limiter._pricing import TokenUsage
+from prism_limiter._records import Decision
+from prism_limiter.errors import (
+    BudgetExceeded,
+    InvalidRequest,
+    LimitExceeded,
+    ModelNotAllowed,
+    RateLimited,
+)
+
+DEFAULT_SOCKET_TIMEOUT_S = 1.0
+DEFAULT_RETRIES = 2
+
+
+class BaseLimiter:
+    """Holds the client, its bound scripts and the core; subclasses add the I/O."""
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = "prism",
+        *,
+        failure_mode: FailureMode = "closed",
+        audit_maxlen: int = 1_000_000,
+        usage_retention_days: int = 400,
+        record_retention_s: int = 7 * 86400,
+    ) -> None:
+        if failure_mode not in ("closed", "open"):
+            raise InvalidRequest(f"failure_mode must be 'closed' or 'open', got {failure_mode!r}")
+        self._client = client
+        self._scripts = _scripts.register(client)
+        self._core = LimiterCore(
+            Settings(
+                namespace=namespace,
+                failure_mode=failure_mode,
+                audit_maxlen=audit_maxlen,
+                usage_retention_days=usage_retention_days,
+                record_retention_s=record_retention_s,
+            )
+        )
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this limiter uses."""
+        return self._client
+
+    @property
+    def namespace(self) -> str:
+        return self._core.settings.namespace
+
+    def audit_key(self, project: str) -> str:
+        """The audit stream of ``project`` (``XREAD BLOCK 0 STREAMS <key> $`` tails it)."""
+        return self._core.keys(project).audit
+
+
+def raise_for(decision: Decision) -> None:
+    """Raise the ``LimitExceeded`` subclass that matches a denial."""
+    if decision.allowed:
+        return
+    if decision.reason == "budget":
+        raise BudgetExceeded(decision)
+    if decision.reason == "rate":
+        raise RateLimited(decision)
+    if decision.reason in ("model-denied", "model-not-allowed", "no-policy"):
+        raise ModelNotAllowed(decision)
+    raise LimitExceeded(decision)
+
+
+def usage_of(usage: Any, counts: dict[str, Any]) -> TokenUsage:
+    """A usage object/dict, or explicit counts (``input_tokens=...``), never both."""
+    given = {k: v for k, v in counts.items() if v is not None}
+    if usage is not None and given:
+        raise InvalidRequest("pass a usage object or explicit token counts, not both")
+    if usage is not None:
+        return usage if isinstance(usage, TokenUsage) else _usage.from_usage(usage)
+    if "input_tokens" not in given or "output_tokens" not in given:
+        raise InvalidRequest("settle needs a usage object, or input_tokens and output_tokens")
+    return _usage.from_counts(**given)
+
+
+def estimate_usage(held: Held) -> TokenUsage:
+    """What an unsettled reservation is charged: its estimate, i.e. exactly its hold."""
+    return TokenUsage(input_tokens=held.est_tokens, output_tokens=held.max_output_tokens)

@@ -1,0 +1,88 @@
+"""Redis key and hash-field names.
+
+Every key of a project is ``<namespace>:{<project>}:<name>``; the braces are the Redis Cluster hash
+tag, so every key one script touches lives in one slot. Projects are validated names and cannot
+hold a brace. Tag values, which may hold anything printable, only ever reach hash *fields*, and only
+through :func:`escape`, which is injective and leaves none of the separators ``| = & { }``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, unquote
+
+# Fields are "<part>|<suffix>"; parts are "<name>=<escaped value>" joined by "&".
+_SAFE = "-_.~:@/"
+
+
+def escape(value: str) -> str:
+    """Percent-encode everything outside a small safe set (injective; no ``| = & { } %`` left)."""
+    return quote(value, safe=_SAFE)
+
+
+def unescape(value: str) -> str:
+    return unquote(value)
+
+
+def instance_id(limit_id: str, split_value: str | None) -> str:
+    """The field prefix of one budget (or rate-limit) instance."""
+    return limit_id if split_value is None else f"{limit_id}={escape(split_value)}"
+
+
+def usage_dimensions(model: str, tags: dict[str, str]) -> list[str]:
+    """Attribution rows one request adds to: the project total, its model, and each tag value."""
+    dims = ["total", f"model={escape(model)}"]
+    dims.extend(f"tag:{key}={escape(value)}" for key, value in tags.items())
+    return dims
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectKeys:
+    """All keys of one project, in the fixed order every script receives them."""
+
+    namespace: str
+    project: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{{{self.project}}}:"
+
+    @property
+    def policy(self) -> str:
+        return self.prefix + "policy"
+
+    @property
+    def audit(self) -> str:
+        return self.prefix + "audit"
+
+    def usage(self, day: str) -> str:
+        return f"{self.prefix}usage:{day}"
+
+    def script_keys(self, now: datetime | None = None) -> list[str]:
+        """KEYS for every script: the state keys plus three candidate usage days.
+
+        The script picks the usage day from the server clock; the client only offers yesterday,
+        today and tomorrow by its own clock, so a client clock a day off is detected, not trusted.
+        """
+        now = now or datetime.now(UTC)
+        days = [(now + timedelta(days=d)).strftime("%Y%m%d") for d in (-1, 0, 1)]
+        p = self.prefix
+        return [
+            p + "policy",
+            p + "budgets",
+            p + "bidx",
+            p + "holds",
+            p + "leases",
+            p + "done",
+            p + "audit",
+            *(self.usage(day) for day in days),
+        ]
+
+
+def global_policy_key(namespace: str) -> str:
+    return f"{namespace}:policy"
+
+
+def projects_key(namespace: str) -> str:
+    return f"{namespace}:projects"

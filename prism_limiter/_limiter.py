@@ -1,0 +1,187 @@
+"""``Limiter``: the synchronous face. Every method is "run a core operation"; only I/O is here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+
+from prism_limiter._backend import make_client
+from prism_limiter._base import (
+    DEFAULT_RETRIES,
+    DEFAULT_SOCKET_TIMEOUT_S,
+    BaseLimiter,
+    raise_for,
+    usage_of,
+)
+from prism_limiter._core import Held
+from prism_limiter._policy import Policy
+from prism_limiter._pricing import TokenUsage
+from prism_limiter._protocol import Op, Request, Script, map_error
+from prism_limiter._records import BudgetState, Settlement, UsageReport
+from prism_limiter._reservation import Reservation
+from prism_limiter.errors import BackendUnavailable
+
+T = TypeVar("T")
+
+
+class Limiter(BaseLimiter):
+    """Governs LLM spend against budgets and model policy stored in Redis.
+
+    Args:
+        client: a ready ``redis.Redis`` or ``redis.cluster.RedisCluster`` (set its timeouts).
+        namespace: the first part of every key (``<namespace>:{<project>}:...``).
+        failure_mode: ``"closed"`` (default) raises ``BackendUnavailable`` when Redis cannot
+            answer; ``"open"`` allows the request unchecked and logs ``prism.backend.degraded``.
+    """
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        namespace: str = "prism",
+        *,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        **kwargs: Any,
+    ) -> Limiter:
+        """Connect to ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or the
+        embedded ``memory://``, with a socket timeout and a bounded retry."""
+        client = make_client(url, asyncio=False, socket_timeout=socket_timeout, retries=retries)
+        return cls(client, namespace, **kwargs)
+
+    # -- the driver -------------------------------------------------------------------------
+
+    def _io(self, request: Request) -> Any:
+        try:
+            if isinstance(request, Script):
+                return self._scripts[request.name](keys=request.keys, args=request.args)
+            return self._client.execute_command(*request.args)
+        except redis.RedisError as exc:
+            raise map_error(exc) from exc
+
+    def _run(self, op: Op[T]) -> T:
+        try:
+            request = next(op)
+            while True:
+                try:
+                    reply = self._io(request)
+                except BackendUnavailable as exc:
+                    request = op.throw(exc)
+                else:
+                    request = op.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def apply_policy(self, policy: Policy, *, actor: str = "prism-limiter") -> int:
+        """Store ``policy`` as the next version; every worker uses it from its next request."""
+        return self._run(self._core.apply_policy(policy, actor))
+
+    def try_reserve(
+        self,
+        project: str,
+        model: str,
+        est_tokens: int,
+        *,
+        max_output_tokens: int | None = None,
+        tags: dict[str, str] | None = None,
+        ttl_s: float | None = None,
+        reservation_id: str | None = None,
+        provider: str | None = None,
+    ) -> Reservation:
+        """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised."""
+        held = self._run(
+            self._core.reserve(
+                project,
+                model,
+                est_tokens,
+                max_output_tokens=max_output_tokens,
+                tags=tags,
+                ttl_s=ttl_s,
+                reservation_id=reservation_id,
+                provider=provider,
+            )
+        )
+        return Reservation(self, held)
+
+    def reserve(
+        self,
+        project: str,
+        model: str,
+        est_tokens: int,
+        *,
+        max_output_tokens: int | None = None,
+        tags: dict[str, str] | None = None,
+        ttl_s: float | None = None,
+        reservation_id: str | None = None,
+        provider: str | None = None,
+    ) -> Reservation:
+        """Check every limit that applies and hold the estimated cost.
+
+        Raises:
+            BudgetExceeded, ModelNotAllowed: the request is denied (``.decision`` says why).
+            InvalidRequest: bad arguments, or an unknown price under ``on_unknown_price="deny"``.
+            BackendUnavailable: Redis did not answer and the failure mode is closed.
+        """
+        r = self.try_reserve(
+            project,
+            model,
+            est_tokens,
+            max_output_tokens=max_output_tokens,
+            tags=tags,
+            ttl_s=ttl_s,
+            reservation_id=reservation_id,
+            provider=provider,
+        )
+        raise_for(r.decision)
+        return r
+
+    def settle(
+        self,
+        project: str,
+        reservation_id: str,
+        usage: Any = None,
+        *,
+        model: str | None = None,
+        tags: dict[str, str] | None = None,
+        **counts: Any,
+    ) -> Settlement:
+        """Settle a reservation from any process; idempotent (a repeat returns the first result).
+
+        An id this project does not know is booked anyway (audited ``settle.unknown``) when
+        ``model`` is given; otherwise ``InvalidRequest`` is raised.
+        """
+        tokens = usage_of(usage, counts)
+        return self._run(self._core.settle(project, reservation_id, tokens, model=model, tags=tags))
+
+    def release(self, project: str, reservation_id: str) -> bool:
+        """Return a hold from any process; True if this call released it (idempotent)."""
+        return self._run(self._core.release(project, reservation_id))
+
+    def sweep(self, project: str) -> int:
+        """Expire overdue holds now; the scripts also do it lazily. Returns how many expired."""
+        return self._run(self._core.sweep(project))
+
+    def status(self, project: str) -> list[BudgetState]:
+        """One record per budget instance of ``project``, periods on the server clock."""
+        return self._run(self._core.status(project))
+
+    def usage(
+        self, project: str, start: datetime | None = None, end: datetime | None = None
+    ) -> UsageReport:
+        """Attribution for UTC days ``start``..``end`` (default today): per model, per tag."""
+        return self._run(self._core.usage(project, start, end))
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- used by Reservation ----------------------------------------------------------------
+
+    def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
+        return self._run(self._core.settle(held.project, held.reservation_id, usage, held=held))
+
+    def _release_held(self, held: Held) -> bool:
+        return self._run(self._core.release_held(held))

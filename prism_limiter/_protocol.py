@@ -1,0 +1,62 @@
+"""The sans-I/O protocol between the pure core and the sync/async drivers.
+
+Every operation is a generator that yields :class:`Script` or :class:`Command` requests and
+receives their replies; a driver only executes them. On a Redis failure the driver throws
+``BackendUnavailable`` into the generator, so the failure policy lives in the core too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.exceptions as rexc
+
+from prism_limiter.errors import BackendUnavailable, PrismLimiterError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    keys: list[str]
+    args: list[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    args: tuple[str | int, ...]
+
+
+Request = Script | Command
+Op = Generator[Request, Any, T]
+
+# Error replies that mean "the server cannot serve now", not "the request is wrong".
+_UNAVAILABLE_REPLIES = (
+    "OOM",
+    "READONLY",
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
+
+
+def map_error(exc: Exception) -> PrismLimiterError:
+    """Translate a redis-py error into this library's tree (one place, raised ``from exc``)."""
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | rexc.ClusterError):
+        return BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
+        return BackendUnavailable(f"Redis refused the operation: {exc}")
+    return PrismLimiterError(f"unexpected Redis error: {type(exc).__name__}: {exc}")
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def as_int(value: Any) -> int:
+    return int(value) if not isinstance(value, bytes) else int(value.decode())

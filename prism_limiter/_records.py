@@ -1,0 +1,106 @@
+"""Frozen records returned to callers: decisions, settlements and budget status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
+    """One budget instance as a decision or a status report sees it (amounts in USD)."""
+
+    budget: str
+    split_value: str | None
+    cap_usd: float
+    spent_usd: float
+    held_usd: float
+    remaining_usd: float
+    period_start: datetime | None
+    resets_at: datetime | None
+
+
+class BudgetWarning(msgspec.Struct, frozen=True, kw_only=True):
+    """A budget at or past one of its ``warn_at`` thresholds (counting live holds)."""
+
+    budget: str
+    split_value: str | None
+    threshold: float
+    used_fraction: float
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``reserve`` decided, and why.
+
+    ``reason`` is ``None`` when allowed; otherwise one of ``budget``, ``model-denied``,
+    ``model-not-allowed``, ``no-policy``, ``unknown-price``. For a budget denial, ``budget``,
+    ``cap_usd``, ``spent_usd``, ``held_usd``, ``over_by_usd`` and ``resets_at`` describe it.
+    """
+
+    allowed: bool
+    project: str
+    model: str
+    reservation_id: str
+    reason: str | None = None
+    message: str = "allowed"
+    hold_usd: float = 0.0
+    budget: str | None = None
+    split_value: str | None = None
+    cap_usd: float | None = None
+    spent_usd: float | None = None
+    held_usd: float | None = None
+    over_by_usd: float | None = None
+    resets_at: datetime | None = None
+    retry_after_s: float | None = None
+    expires_at: datetime | None = None
+    budgets: tuple[BudgetState, ...] = ()
+    warnings: tuple[BudgetWarning, ...] = ()
+    replayed: bool = False
+    degraded: bool = False
+
+    @property
+    def remaining_usd(self) -> float | None:
+        """The smallest room left among the request's budgets after this hold."""
+        if not self.budgets:
+            return None
+        return min(b.remaining_usd for b in self.budgets)
+
+
+class Settlement(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a settle. ``first`` is False when this id was already settled: nothing
+    changed and the first settle's cost is reported. ``late`` marks a settle booked after the
+    hold was released or expired (a correction)."""
+
+    reservation_id: str
+    cost_usd: float
+    hold_usd: float
+    refunded_usd: float
+    over_estimate: bool
+    first: bool
+    late: bool
+    unknown: bool = False
+
+
+class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """Attribution for one row (the total, a model, or one tag value) over a day range."""
+
+    cost_usd: float
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    expired_holds: int
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Spend per model and per tag value; each breakdown sums to ``total`` exactly.
+
+    For each tag key, requests that did not carry it are reported under the value ``None``.
+    """
+
+    project: str
+    days: tuple[str, ...]
+    total: UsageRow
+    by_model: dict[str, UsageRow]
+    by_tag: dict[str, dict[str | None, UsageRow]]

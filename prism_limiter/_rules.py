@@ -1,0 +1,111 @@
+"""One project's policy compiled for the hot path: model checks, budget matching, prices."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from prism_limiter._keys import instance_id
+from prism_limiter._money import usd_to_nano
+from prism_limiter._policy import BudgetPolicy, ProjectPolicy
+from prism_limiter._pricing import PRICES, ModelPrice, from_mtok
+
+LS = "\x1e"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetMatch:
+    """A budget instance one request falls into, with the script arguments it needs."""
+
+    budget: BudgetPolicy
+    split_value: str | None
+    iid: str
+    cap_nano: int
+    thresholds: str
+    spec: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.budget.id}{LS}{self.split_value or ''}"
+
+    def script_args(self) -> list[str | int]:
+        charge = "1" if self.budget.on_expiry == "charge" else "0"
+        return [self.iid, self.label, self.cap_nano, self.thresholds, self.spec, charge]
+
+
+def _matches(model: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(model, g) for g in globs)
+
+
+def _spec(budget: BudgetPolicy) -> str:
+    week = "1" if budget.week_start == "monday" else "0"
+    return f"{budget.period}:{week}:{budget.timezone}"
+
+
+def _thresholds(cap_nano: int, warn_at: tuple[float, ...]) -> str:
+    return ",".join(f"{math.ceil(cap_nano * f)}:{f:g}" for f in sorted(warn_at))
+
+
+class ProjectRules:
+    """Compiled once per policy version; every method is pure and cheap."""
+
+    def __init__(self, project: str, policy: ProjectPolicy | None, version: int) -> None:
+        self.project = project
+        self.policy = policy
+        self.version = version
+        self._prices: dict[str, ModelPrice] = {}
+        self._by_model: dict[str, tuple[str | None, tuple[BudgetPolicy, ...]]] = {}
+        self._caps: dict[str, tuple[int, str, str]] = {}
+        if policy is not None:
+            for model, override in policy.prices.items():
+                self._prices[model] = from_mtok(model, override.as_classes())
+            for b in policy.budgets:
+                cap = usd_to_nano(f"budget {b.id} usd", b.usd)
+                self._caps[b.id] = (cap, _thresholds(cap, b.warn_at), _spec(b))
+
+    @property
+    def zones(self) -> set[str]:
+        return {b.timezone for b in self.policy.budgets} if self.policy else set()
+
+    def _model_entry(self, model: str) -> tuple[str | None, tuple[BudgetPolicy, ...]]:
+        entry = self._by_model.get(model)
+        if entry is None:
+            entry = (self._denial(model), self._budgets_for_model(model))
+            self._by_model[model] = entry
+        return entry
+
+    def _denial(self, model: str) -> str | None:
+        if self.policy is None:
+            return "no-policy"
+        if _matches(model, self.policy.deny_models):
+            return "model-denied"
+        if not _matches(model, self.policy.allow_models):
+            return "model-not-allowed"
+        return None
+
+    def _budgets_for_model(self, model: str) -> tuple[BudgetPolicy, ...]:
+        if self.policy is None:
+            return ()
+        return tuple(b for b in self.policy.budgets if not b.models or _matches(model, b.models))
+
+    def denial(self, model: str) -> str | None:
+        """Why ``model`` may not be used here (deny wins over allow), or None."""
+        return self._model_entry(model)[0]
+
+    def budgets(self, model: str, tags: dict[str, str]) -> list[BudgetMatch]:
+        """Every budget instance a request with this model and these tags counts against."""
+        out = []
+        for b in self._model_entry(model)[1]:
+            if any(tags.get(k) != v for k, v in b.where.items()):
+                continue
+            split = tags.get(b.split_by) if b.split_by else None
+            cap, thresholds, spec = self._caps[b.id]
+            out.append(BudgetMatch(b, split, instance_id(b.id, split), cap, thresholds, spec))
+        return out
+
+    def price(self, model: str, provider: str | None) -> ModelPrice | None:
+        override = self._prices.get(model)
+        if override is not None:
+            return override
+        return PRICES.get(model, provider or (self.policy.provider if self.policy else None))
