@@ -8,7 +8,6 @@
 --        hold had already ended and nothing changed), or {"unknown"}.
 
 if not K_USAGE then return {'clock', NOW_S} end
-housekeeping(SWEEP_BATCH)
 local rid = ARGV[6]
 local raw = redis.call('HGET', K_HOLDS, rid)
 if not raw then return {'unknown'} end

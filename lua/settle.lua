@@ -18,7 +18,6 @@
 --     correction), U unknown id booked from ARGV[12..]
 
 if not K_USAGE then return {'clock', NOW_S} end
-housekeeping(SWEEP_BATCH)
 
 local rid, cost = ARGV[6], tonumber(ARGV[7])
 local t_in, t_out, t_cr, t_cw = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]),

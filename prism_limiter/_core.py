@@ -222,7 +222,8 @@ class LimiterCore:
                     out_tokens=max_output_tokens,
                 )
             pol = rules.policy
-            out_tokens = max_output_tokens or (pol.default_max_output_tokens if pol else 0)
+            default_out = pol.default_max_output_tokens if pol else 0
+            out_tokens = default_out if max_output_tokens is None else max_output_tokens
             denial = rules.denial(model)
             price = rules.price(model, provider) if denial is None else None
             flags = ""

@@ -8,7 +8,8 @@ through :func:`escape`, which is injective and leaves none of the separators ``|
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
@@ -43,6 +44,7 @@ class ProjectKeys:
 
     namespace: str
     project: str
+    _by_day: dict[int, list[str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def prefix(self) -> str:
@@ -65,7 +67,15 @@ class ProjectKeys:
         The script picks the usage day from the server clock; the client only offers yesterday,
         today and tomorrow by its own clock, so a client clock a day off is detected, not trusted.
         """
-        now = now or datetime.now(UTC)
+        if now is None:
+            day = int(time.time() // 86400)
+            cached = self._by_day.get(day)
+            if cached is None:
+                self._by_day.clear()
+                cached = self._by_day[day] = self.script_keys(
+                    datetime.fromtimestamp(day * 86400, UTC)
+                )
+            return cached
         days = [(now + timedelta(days=d)).strftime("%Y%m%d") for d in (-1, 0, 1)]
         p = self.prefix
         return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +16,14 @@ from prism_limiter.errors import InvalidRequest, PolicyError
 
 Period = Literal["day", "week", "month", "quarter", "year", "total"]
 _GLOB = re.compile(r"[A-Za-z0-9_.:/@*?\-\[\]!]{1,128}\Z")
+
+
+def check_globs(field: str, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        try:
+            check_glob(pattern)
+        except ValueError as exc:
+            raise ValueError(f"{field}: {exc}") from None
 
 
 def check_glob(pattern: str) -> None:
@@ -95,21 +104,22 @@ class BudgetPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     def __post_init__(self) -> None:
         _check_name("budget id", self.id)
         if not 0 <= self.usd <= MAX_USD:
-            raise ValueError(f"usd must be between 0 and {MAX_USD:,}, got {self.usd}")
+            raise ValueError(f"budget {self.id!r}: usd must be between 0 and {MAX_USD:,}")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {self.timezone!r}") from None
+            raise ValueError(
+                f"budget {self.id!r}: timezone {self.timezone!r} is not an IANA zone"
+            ) from None
         for fraction in self.warn_at:
             if not 0 < fraction <= 1:
-                raise ValueError(f"warn_at thresholds must be in (0, 1], got {fraction}")
+                raise ValueError(f"budget {self.id!r}: warn_at must be in (0, 1], got {fraction}")
         if len(set(self.warn_at)) != len(self.warn_at) or len(self.warn_at) > 8:
-            raise ValueError("warn_at thresholds must be distinct, at most 8")
+            raise ValueError(f"budget {self.id!r}: warn_at must be distinct, at most 8")
         if self.split_by is not None:
-            _check_name("split_by", self.split_by)
+            _check_name(f"budget {self.id!r}: split_by", self.split_by)
         _check_where(self.where)
-        for glob in self.models:
-            check_glob(glob)
+        check_globs(f"budget {self.id!r}: models", self.models)
 
 
 class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -137,8 +147,7 @@ class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         if self.split_by is not None:
             _check_name("split_by", self.split_by)
         _check_where(self.where)
-        for glob in self.models:
-            check_glob(glob)
+        check_globs("models", self.models)
 
 
 class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -155,8 +164,8 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     rate_limits: tuple[RateLimitPolicy, ...] = ()
 
     def __post_init__(self) -> None:
-        for glob in (*self.allow_models, *self.deny_models):
-            check_glob(glob)
+        check_globs("allow_models", self.allow_models)
+        check_globs("deny_models", self.deny_models)
         if not 1 <= self.default_max_output_tokens <= _validate.MAX_TOKENS:
             raise ValueError("default_max_output_tokens must be between 1 and 100,000,000")
         if not 1 <= self.hold_ttl_s <= _validate.MAX_TTL_S:
@@ -195,11 +204,21 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             PolicyError: malformed TOML, or an unknown or invalid key (the message names it).
         """
         try:
-            return msgspec.toml.decode(text, type=cls)
-        except msgspec.ValidationError as exc:
-            raise PolicyError(f"invalid policy: {exc}") from None
-        except msgspec.DecodeError as exc:
+            raw = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PolicyError(f"malformed policy TOML: {exc}") from None
+        unknown = sorted(set(raw) - {"projects", "defaults"})
+        if unknown:
+            raise PolicyError(f"invalid policy: unknown top-level key {unknown[0]!r}")
+        sections = raw.get("projects", {})
+        if not isinstance(sections, dict):
+            raise PolicyError("invalid policy: 'projects' must be a table of project tables")
+        projects = {name: _convert(body, f"projects.{name}") for name, body in sections.items()}
+        defaults = _convert(raw["defaults"], "defaults") if "defaults" in raw else None
+        try:
+            return cls(projects=projects, defaults=defaults)
+        except ValueError as exc:
+            raise PolicyError(f"invalid policy: {exc}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -212,6 +231,17 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def for_project(self, project: str) -> ProjectPolicy | None:
         return self.projects.get(project, self.defaults)
+
+
+def _convert(body: object, where: str) -> ProjectPolicy:
+    """One project table as a record; the error names the full key path (``projects.x.y``)."""
+    try:
+        return msgspec.convert(body, ProjectPolicy)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("`$", f"`{where}")
+        if " - at `" not in message:
+            message += f" - at `{where}`"
+        raise PolicyError(f"invalid policy: {message}") from None
 
 
 _PROJECT_DECODER = msgspec.json.Decoder(ProjectPolicy)

@@ -17,6 +17,7 @@
 --   ARGV[3]  usage key TTL (integer seconds)
 --   ARGV[4]  record retention after a hold ends (integer ms)
 --   ARGV[5]  sweep batch: at most this many expired holds / finished records per call
+--            (reserve, sweep and status do this upkeep; settle and release only touch their id)
 -- Money is integer nano-dollars (nUSD, 1e-9 USD) everywhere; times come from the server clock.
 
 local K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

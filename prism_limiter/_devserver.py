@@ -1,4 +1,4 @@
-"""Start a throwaway redis-server on a free port in a temp dir (never 6379)."""
+"""A throwaway redis-server on a free port in a temp dir (never 6379), for tests and the demo."""
 
 from __future__ import annotations
 

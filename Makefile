@@ -1,0 +1,36 @@
+# `make demo` and `make test` set everything up (a .venv with the package and its dev tools).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean check-redis
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server (>= 6.2) is needed on PATH for the tests:"; \
+	  echo "  Debian/Ubuntu: sudo apt-get install redis-server    macOS: brew install redis"; \
+	  exit 1; }
+
+demo: $(STAMP)
+	$(BIN)/python -m prism_limiter demo
+
+test: $(STAMP) check-redis
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check prism_limiter tests benchmarks
+	$(BIN)/ruff format --check prism_limiter tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP) check-redis
+	$(BIN)/python benchmarks/reserve_settle.py
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,42 @@
+"""Attribution: per-model and per-tag breakdowns sum exactly to the project total."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from prism_limiter import Policy
+
+pytestmark = pytest.mark.usefixtures("rclient")
+
+
+def nano(usd: float) -> int:
+    return round(usd * 1e9)
+
+
+def test_breakdowns_add_up(limiter: Any, rclient: Any) -> None:
+    """Multi-tag requests are counted once per tag key, never twice in a total."""
+    limiter.apply_policy(Policy.from_toml("[projects.p]\nallow_models=['*']\n"))
+    rng = random.Random(7)
+    models = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"]
+    expected_total = 0
+    for i in range(60):
+        tags = {"team": rng.choice(["growth", "core"])}
+        if i % 3:
+            tags["feature"] = rng.choice(["chat", "search", "org:42"])
+        r = limiter.reserve("p", rng.choice(models), est_tokens=100, tags=tags)
+        s = r.settle(input_tokens=rng.randint(1, 500), output_tokens=rng.randint(0, 200))
+        expected_total += round(s.cost_usd * 1e9)
+    report = limiter.usage("p")
+    assert nano(report.total.cost_usd) == expected_total
+    assert report.total.requests == 60
+    assert sum(nano(r.cost_usd) for r in report.by_model.values()) == expected_total
+    for key, rows in report.by_tag.items():
+        assert sum(nano(r.cost_usd) for r in rows.values()) == expected_total, key
+        assert sum(r.requests for r in rows.values()) == 60
+        assert sum(r.input_tokens for r in rows.values()) == report.total.input_tokens
+    assert None in report.by_tag["feature"]  # requests without a feature tag
+    assert None not in report.by_tag["team"]
+    assert "org:42" in report.by_tag["feature"]

@@ -1,0 +1,94 @@
+"""Bad input raises InvalidRequest and leaves the Redis keyspace exactly as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _helpers import keyspace
+
+from prism_limiter import InvalidRequest, Policy
+
+pytestmark = pytest.mark.usefixtures("rclient")
+
+BAD_RESERVES: list[dict[str, Any]] = [
+    {"est_tokens": -1},
+    {"est_tokens": float("nan")},
+    {"est_tokens": 1.5},
+    {"est_tokens": True},
+    {"est_tokens": 10**12},
+    {"max_output_tokens": -5},
+    {"project": ""},
+    {"project": "x" * 65},
+    {"project": "sea\nrch"},
+    {"project": "a}b"},
+    {"model": ""},
+    {"model": "gpt 4o"},
+    {"model": "gpt-4o\r\n"},
+    {"tags": {"team": "a\nb"}},
+    {"tags": {"": "x"}},
+    {"tags": {"team": ""}},
+    {"tags": {"team": 5}},
+    {"tags": {f"k{i}": "v" for i in range(17)}},
+    {"tags": {"team": "x" * 257}},
+    {"tags": ["team"]},
+    {"ttl_s": 0},
+    {"ttl_s": -1},
+    {"ttl_s": float("inf")},
+    {"reservation_id": "has space"},
+    {"reservation_id": ""},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_RESERVES, ids=lambda b: repr(b)[:40])
+def test_bad_reserve_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any, bad: dict[str, Any]
+) -> None:
+    """Each malformed argument is refused before any write."""
+    limiter.apply_policy(policy)
+    before = keyspace(rclient)
+    args: dict[str, Any] = {"project": "search", "model": "gpt-4o-mini", "est_tokens": 10}
+    args.update(bad)
+    project, model = args.pop("project"), args.pop("model")
+    with pytest.raises(InvalidRequest):
+        limiter.reserve(project, model, **args)
+    assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"input_tokens": -1, "output_tokens": 0},
+        {"input_tokens": 10, "output_tokens": 0, "cache_read_tokens": 11},
+        {"input_tokens": 10},
+        {"input_tokens": 1.0, "output_tokens": 1},
+    ],
+)
+def test_bad_settle_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any, counts: dict[str, Any]
+) -> None:
+    """A settle with impossible counts is refused; the hold stays as it was."""
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=10)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest):
+        r.settle(**counts)
+    assert keyspace(rclient) == before
+    r.release()
+
+
+def test_tag_values_that_look_like_keys_stay_inside_their_project(
+    limiter: Any, policy: Policy, rclient: Any
+) -> None:
+    """Tag values such as org:42 or a}{b are legitimate, escaped, and create no new key."""
+    limiter.apply_policy(policy)
+    for value in ["org:42", "a}{b", "{search}", "x|s", "prism:{other}:budgets", "a=b&c"]:
+        limiter.reserve(
+            "search", "gpt-4o-mini", est_tokens=1, tags={"feature": "chat", "customer": value}
+        ).settle(input_tokens=1, output_tokens=1)
+    keys = {k.decode() for k in rclient.keys("*")}
+    assert all(
+        k.startswith("prism:{search}:") or k in ("prism:policy", "prism:projects") for k in keys
+    )
+    split = {s.split_value for s in limiter.status("search") if s.budget == "per-customer"}
+    assert split == {"org:42", "a}{b", "{search}", "x|s", "prism:{other}:budgets", "a=b&c"}

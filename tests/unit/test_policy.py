@@ -1,0 +1,91 @@
+"""Policy validation: every mistake is a PolicyError that names the offending key."""
+
+from __future__ import annotations
+
+import pytest
+
+from prism_limiter import Policy, PolicyError
+
+BASE = "[projects.p]\nallow_models=['*']\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (BASE + "colour = 'red'\n", "colour"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\nperiod='fortnight'\n", "period"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\ntimezone='Mars/Olympus'\n", "timezone"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\nwarn_at=[1.5]\n", "warn_at"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\nwarn_at=[0]\n", "warn_at"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=-1\n", "usd"),
+        (
+            BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\n[[projects.p.budgets]]\nid='b'\nusd=2\n",
+            "duplicate budget id 'b'",
+        ),
+        ("[projects.p]\nallow_models=['gpt-[4o']\n", "allow_models"),
+        ("[projects.p]\ndeny_models=['gpt]']\n", "deny_models"),
+        ("[projects.p]\nallow_models=['']\n", "allow_models"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\non_expiry='ignore'\n", "on_expiry"),
+        (BASE + "on_unknown_price='maybe'\n", "on_unknown_price"),
+        ("[projects.'bad name']\n", "project"),
+        (BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\nsplit_by='bad key'\n", "split_by"),
+        (BASE + "[[projects.p.budgets]]\nusd=1\n", "id"),
+        (BASE + "[[projects.p.rate_limits]]\nid='r'\n", "rate_limits"),
+        ("[projects.p\n", "malformed"),
+    ],
+)
+def test_invalid_policies_name_the_key(text: str, needle: str) -> None:
+    """Unknown keys, bad periods, zones, thresholds, amounts, ids and globs are refused."""
+    with pytest.raises(PolicyError, match="policy") as exc:
+        Policy.from_toml(text)
+    assert needle in str(exc.value)
+    assert isinstance(exc.value, ValueError)
+
+
+def test_full_design_example_parses() -> None:
+    """The policy from the design document is valid as written."""
+    policy = Policy.from_toml(
+        """
+[projects.search]
+allow_models = ["gpt-4o-mini", "claude-haiku-*"]
+deny_models  = ["*opus*"]
+default_max_output_tokens = 1024
+on_unknown_price = "deny"
+
+[[projects.search.budgets]]
+id = "monthly"
+usd = 500.0
+period = "month"
+timezone = "UTC"
+warn_at = [0.8]
+on_expiry = "charge"
+
+[[projects.search.budgets]]
+id = "per-customer"
+usd = 5.0
+period = "day"
+split_by = "customer"
+where = { feature = "chat" }
+
+[[projects.search.rate_limits]]
+id = "gpt4o"
+models = ["gpt-4o*"]
+rpm = 600
+tpm = 200000
+max_concurrent = 50
+"""
+    )
+    search = policy.projects["search"]
+    assert [b.id for b in search.budgets] == ["monthly", "per-customer"]
+    assert search.budgets[1].where == {"feature": "chat"}
+    assert policy.for_project("other") is None
+
+
+def test_load_reads_a_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "policy.toml"
+    path.write_text(BASE)
+    assert Policy.load(path).projects["p"].allow_models == ("*",)
+    with pytest.raises(PolicyError, match="cannot read"):
+        Policy.load(Path(str(tmp_path)) / "missing.toml")

@@ -1,0 +1,22 @@
+"""The public surface: a sorted, complete ``__all__`` and the documented error tree."""
+
+from __future__ import annotations
+
+import prism_limiter
+from prism_limiter import errors
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {n for n in vars(prism_limiter) if not n.startswith("_")}
+    assert prism_limiter.__all__ == sorted(prism_limiter.__all__)
+    assert set(prism_limiter.__all__) == public - {"errors"}
+
+
+def test_error_tree() -> None:
+    assert issubclass(errors.BudgetExceeded, errors.LimitExceeded)
+    assert issubclass(errors.RateLimited, errors.LimitExceeded)
+    assert issubclass(errors.ModelNotAllowed, errors.LimitExceeded)
+    assert issubclass(errors.InvalidRequest, ValueError)
+    assert issubclass(errors.PolicyError, ValueError)
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.PrismLimiterError)
