@@ -1,5 +1,5 @@
 -- release.lua: return a reservation's hold unspent; idempotent, never releases twice.
--- needs: common period state
+-- needs: common period rate state
 --
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head.
@@ -17,5 +17,7 @@ local hold = num(rec[R_HOLD])
 for _, iid in ipairs(split(rec[R_IIDS], LS)) do
   redis.call('HINCRBY', K_BUDGETS, iid .. '|h', -hold)
 end
+-- The call did not complete: its tokens go back to the buckets (a late settle takes them again).
+for _, r in ipairs(split(rec[R_RATES], LS)) do rate_return(r, num(rec[R_RATE_TOKENS]), true) end
 rec_finish(rid, rec, 'R', 0)
 return {'released', 'H'}

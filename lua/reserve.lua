@@ -1,5 +1,5 @@
 -- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
--- needs: common period state
+-- needs: common period rate state
 --
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head.
@@ -17,12 +17,19 @@
 --   ARGV[17] number of budget instances n, then 6 values each:
 --            instance id, "budget\30split value", cap (nUSD), thresholds "nUSD:fraction,...",
 --            period spec, on expiry ("1" charge, "0" release)
+--            then the number of rate-limit instances m, and 3 values each: instance id ("r:..."),
+--            "limit\30split value", config "rpm,tpm,max_concurrent,burst (thousandths of a
+--            minute)" (0 = no such limit). TPM is charged ARGV[14] + ARGV[15] tokens.
+-- Budgets are checked before rate limits: a request a budget blocks for the period is not told
+-- to retry in a second.
 -- Reply, one of:
 --   {"stale", current version}                   the caller must reload the policy and retry
 --   {"clock", server s}                           the caller's clock is more than a day off
 --   {"dup", record, now ms}                       this id is known: nothing changed
 --   {"denied", "model", reason}
 --   {"denied", "budget", budget, split, cap, spent, held, hold, period start s, period end s}
+--   {"denied", "rate", limit, split, kind (rpm, tpm, tpm-too-large, concurrency),
+--    retry after ms (-1: no time can be promised), the limit's value}
 --   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap, start s, end s}
 
 if not K_USAGE then return {'clock', NOW_S} end
@@ -61,6 +68,26 @@ for i = 1, n do
   views[i], configs[i] = view, cfg
 end
 
+local rbase = 18 + n * 6
+local m = tonumber(ARGV[rbase])
+local tokens = tonumber(ARGV[14]) + tonumber(ARGV[15])
+local rviews = {}
+for i = 1, m do
+  local base = rbase + (i - 1) * 3
+  local rview = rate_view(ARGV[base + 1], ARGV[base + 3])
+  local kind, retry_ms = rate_check(rview, tokens)
+  if kind then
+    local nb = split(ARGV[base + 2], LS)
+    local c = rview.cfg
+    local value = c.maxc
+    if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
+    audit('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
+      'tags', tags, 'rid', rid, 'retry_after_ms', retry_ms, 'reason', kind})
+    return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
+  end
+  rviews[i] = rview
+end
+
 local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
 local iids, flags = {}, {}
 for i = 1, n do
@@ -76,8 +103,14 @@ for i = 1, n do
   reply[r + 4], reply[r + 5] = view.p, view.e
 end
 
+local rids = {}
+for i = 1, m do
+  rate_take(rviews[i], tokens)
+  rids[i] = rviews[i].iid
+end
+
 local rec = {'H', hold, NOW_MS + lease_ms, NOW_MS, model, table.concat(iids, LS),
-  table.concat(flags), ARGV[13], tags, ARGV[14], ARGV[15], '', ''}
+  table.concat(flags), ARGV[13], tags, ARGV[14], ARGV[15], '', '', table.concat(rids, LS), tokens}
 redis.call('HSET', K_HOLDS, rid, rec_encode(rec))
 redis.call('ZADD', K_LEASES, NOW_MS + lease_ms, rid)
 if string.find(ARGV[16], 'u', 1, true) then

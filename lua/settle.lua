@@ -1,5 +1,5 @@
 -- settle.lua: book the actual cost of a reservation, refund its unused hold; idempotent.
--- needs: common period state
+-- needs: common period rate state
 --
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head.
@@ -42,7 +42,7 @@ if not raw then
   end
   book_usage(split(dims, LS), cost, 1, t_in, t_out, t_cr, t_cw, 0)
   local rec = {'S', 0, NOW_MS, NOW_MS, model, table.concat(iids, LS), '', dims, tags, '', '', cost,
-    NOW_MS}
+    NOW_MS, '', 0}
   redis.call('HSET', K_HOLDS, rid, rec_encode(rec))
   redis.call('ZADD', K_DONE, NOW_MS, rid)
   audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),
@@ -62,6 +62,9 @@ if state == 'H' then
     budget_charge(iid, cost, rid, rec[R_MODEL])
   end
   book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
+  for _, r in ipairs(split(rec[R_RATES], LS)) do
+    rate_return(r, num(rec[R_RATE_TOKENS]) - (t_in + t_out), true)
+  end
   rec_finish(rid, rec, 'S', cost)
   local over = 0
   if cost > hold then
@@ -85,6 +88,12 @@ end
 local requests = 1
 if state == 'X' then requests = 0 end
 book_usage(dims, cost - charged_before, requests, t_in, t_out, t_cr, t_cw, 0)
+-- A release gave every token back; an expiry kept the charged ones. Correct to the actual.
+local given_back = 0
+if state == 'R' then given_back = num(rec[R_RATE_TOKENS]) end
+for _, r in ipairs(split(rec[R_RATES], LS)) do
+  rate_return(r, num(rec[R_RATE_TOKENS]) - given_back - (t_in + t_out), false)
+end
 rec_finish(rid, rec, 'S', cost)
 audit('settle.late', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
   'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - charged_before),

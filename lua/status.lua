@@ -1,5 +1,5 @@
 -- status.lua: every budget instance of the project, with its period brought to the server clock.
--- needs: common period state
+-- needs: common period rate state
 --
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head.

@@ -1,5 +1,5 @@
 -- sweep.lua: expire overdue holds now (scripts also do this lazily, a batch per call).
--- needs: common period state
+-- needs: common period rate state
 --
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head (ARGV[5] is the batch for this call).

@@ -67,7 +67,7 @@ def raise_for(decision: Decision) -> None:
         return
     if decision.reason == "budget":
         raise BudgetExceeded(decision)
-    if decision.reason == "rate":
+    if decision.reason in ("rate", "rate-too-large"):
         raise RateLimited(decision)
     if decision.reason in ("model-denied", "model-not-allowed", "no-policy"):
         raise ModelNotAllowed(decision)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -253,6 +254,10 @@ class LimiterCore:
             ]
             for b in budgets:
                 args += b.script_args()
+            limits = rules.rate_limits(model, tag_map) if denial is None else []
+            args.append(len(limits))
+            for lim in limits:
+                args += lim.script_args()
             try:
                 reply = yield self._script("reserve", project, args)
             except BackendUnavailable as exc:
@@ -349,6 +354,8 @@ class LimiterCore:
                     "no-policy": f"project {project!r} has no policy (and there are no defaults)",
                 }
                 return make(allowed=False, reason=reason, message=messages[reason])
+            if what == "rate":
+                return _rate_denial(make, reply)
             budget, split = text(reply[2]), text(reply[3]) or None
             cap, spent, held, hold = (as_int(x) for x in reply[4:8])
             resets = _ts(reply[9])
@@ -607,6 +614,33 @@ def build_report(
         by_tag[key] = rows
     return UsageReport(
         project=project, days=days, total=_row(total), by_model=by_model, by_tag=by_tag
+    )
+
+
+def _rate_denial(
+    make: Callable[..., Decision], reply: list[Any], project: str, model: str
+) -> Decision:
+    limit, split, kind = text(reply[2]), text(reply[3]) or None, text(reply[4])
+    retry_ms, value = as_int(reply[5]), as_int(reply[6])
+    label = f"rate limit {limit!r}" + (f" for {split!r}" if split else "")
+    units = {"rpm": "requests/min", "tpm": "tokens/min", "tpm-too-large": "tokens/min"}
+    if kind == "tpm-too-large":
+        message = (
+            f"{label}: this request needs more tokens than the bucket of {value} tokens/min"
+            " can ever hold; it can never fit, retrying will not help"
+        )
+    elif kind == "concurrency":
+        message = f"{label}: {value} concurrent requests are already in flight"
+    else:
+        message = f"{label}: over {value} {units[kind]}; retry in {retry_ms / 1000:.3f}s"
+    return make(
+        allowed=False,
+        reason="rate-too-large" if kind == "tpm-too-large" else "rate",
+        limit=limit,
+        limit_kind=kind,
+        split_value=split,
+        retry_after_s=retry_ms / 1000 if retry_ms >= 0 else None,
+        message=message,
     )
 
 

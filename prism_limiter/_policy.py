@@ -123,14 +123,18 @@ class BudgetPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Requests per minute, tokens per minute and concurrent holds, for the requests it matches."""
+    """Requests per minute, tokens per minute and concurrent holds, for the requests it matches.
+
+    ``burst`` is the bucket size in minutes of rate (default 1: a full minute's worth may go at
+    once, then the rate refills it continuously); ``0.1`` allows six seconds' worth.
+    """
 
     id: str
     models: tuple[str, ...] = ()
     rpm: int | None = None
     tpm: int | None = None
     max_concurrent: int | None = None
-    burst: float | None = None
+    burst: float = 1.0
     where: dict[str, str] = {}
     split_by: str | None = None
 
@@ -142,12 +146,14 @@ class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
                 raise ValueError(f"{field} must be between 1 and 1e9, got {value}")
         if self.rpm is None and self.tpm is None and self.max_concurrent is None:
             raise ValueError("a rate limit needs at least one of rpm, tpm, max_concurrent")
-        if self.burst is not None and not 1 <= self.burst <= 60:
-            raise ValueError(f"burst must be between 1 and 60 (minutes of rate), got {self.burst}")
+        if not 0.001 <= self.burst <= 60:
+            raise ValueError(
+                f"rate limit {self.id!r}: burst must be between 0.001 and 60 minutes of rate"
+            )
         if self.split_by is not None:
-            _check_name("split_by", self.split_by)
+            _check_name(f"rate limit {self.id!r}: split_by", self.split_by)
         _check_where(self.where)
-        check_globs("models", self.models)
+        check_globs(f"rate limit {self.id!r}: models", self.models)
 
 
 class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -166,8 +172,8 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     def __post_init__(self) -> None:
         check_globs("allow_models", self.allow_models)
         check_globs("deny_models", self.deny_models)
-        if not 1 <= self.default_max_output_tokens <= _validate.MAX_TOKENS:
-            raise ValueError("default_max_output_tokens must be between 1 and 100,000,000")
+        if not 0 <= self.default_max_output_tokens <= _validate.MAX_TOKENS:
+            raise ValueError("default_max_output_tokens must be between 0 and 100,000,000")
         if not 1 <= self.hold_ttl_s <= _validate.MAX_TTL_S:
             raise ValueError(f"hold_ttl_s must be between 1 and {_validate.MAX_TTL_S}")
         for model in self.prices:

@@ -32,9 +32,12 @@ class BudgetWarning(msgspec.Struct, frozen=True, kw_only=True):
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
     """What ``reserve`` decided, and why.
 
-    ``reason`` is ``None`` when allowed; otherwise one of ``budget``, ``model-denied``,
-    ``model-not-allowed``, ``no-policy``, ``unknown-price``. For a budget denial, ``budget``,
-    ``cap_usd``, ``spent_usd``, ``held_usd``, ``over_by_usd`` and ``resets_at`` describe it.
+    ``reason`` is ``None`` when allowed; otherwise one of ``budget``, ``rate``,
+    ``rate-too-large`` (a request no bucket can ever hold: do not retry), ``model-denied``,
+    ``model-not-allowed``, ``no-policy``. For a budget denial, ``budget``, ``cap_usd``,
+    ``spent_usd``, ``held_usd``, ``over_by_usd`` and ``resets_at`` describe it; for a rate
+    denial, ``limit``, ``limit_kind`` (``rpm``, ``tpm``, ``tpm-too-large``, ``concurrency``) and
+    ``retry_after_s`` (None when no time can be promised).
     """
 
     allowed: bool
@@ -45,6 +48,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     message: str = "allowed"
     hold_usd: float = 0.0
     budget: str | None = None
+    limit: str | None = None
+    limit_kind: str | None = None
     split_value: str | None = None
     cap_usd: float | None = None
     spent_usd: float | None = None

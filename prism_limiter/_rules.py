@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 
 from prism_limiter._keys import instance_id
 from prism_limiter._money import usd_to_nano
-from prism_limiter._policy import BudgetPolicy, ProjectPolicy
+from prism_limiter._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
 from prism_limiter._pricing import PRICES, ModelPrice, from_mtok
 
 LS = "\x1e"
@@ -34,6 +34,22 @@ class BudgetMatch:
         return [self.iid, self.label, self.cap_nano, self.thresholds, self.spec, charge]
 
 
+@dataclass(frozen=True, slots=True)
+class RateMatch:
+    """A rate-limit instance one request falls into."""
+
+    limit: RateLimitPolicy
+    split_value: str | None
+    iid: str
+
+    def script_args(self) -> list[str | int]:
+        lim = self.limit
+        config = (
+            f"{lim.rpm or 0},{lim.tpm or 0},{lim.max_concurrent or 0},{round(lim.burst * 1000)}"
+        )
+        return [self.iid, f"{lim.id}{LS}{self.split_value or ''}", config]
+
+
 def _matches(model: str, globs: tuple[str, ...]) -> bool:
     return any(fnmatchcase(model, g) for g in globs)
 
@@ -55,7 +71,9 @@ class ProjectRules:
         self.policy = policy
         self.version = version
         self._prices: dict[str, ModelPrice] = {}
-        self._by_model: dict[str, tuple[str | None, tuple[BudgetPolicy, ...]]] = {}
+        self._by_model: dict[
+            str, tuple[str | None, tuple[BudgetPolicy, ...], tuple[RateLimitPolicy, ...]]
+        ] = {}
         self._caps: dict[str, tuple[int, str, str]] = {}
         if policy is not None:
             for model, override in policy.prices.items():
@@ -68,10 +86,19 @@ class ProjectRules:
     def zones(self) -> set[str]:
         return {b.timezone for b in self.policy.budgets} if self.policy else set()
 
-    def _model_entry(self, model: str) -> tuple[str | None, tuple[BudgetPolicy, ...]]:
+    def _model_entry(
+        self, model: str
+    ) -> tuple[str | None, tuple[BudgetPolicy, ...], tuple[RateLimitPolicy, ...]]:
         entry = self._by_model.get(model)
         if entry is None:
-            entry = (self._denial(model), self._budgets_for_model(model))
+            pol = self.policy
+            budgets = pol.budgets if pol else ()
+            limits = pol.rate_limits if pol else ()
+            entry = (
+                self._denial(model),
+                tuple(b for b in budgets if not b.models or _matches(model, b.models)),
+                tuple(r for r in limits if not r.models or _matches(model, r.models)),
+            )
             self._by_model[model] = entry
         return entry
 
@@ -83,11 +110,6 @@ class ProjectRules:
         if not _matches(model, self.policy.allow_models):
             return "model-not-allowed"
         return None
-
-    def _budgets_for_model(self, model: str) -> tuple[BudgetPolicy, ...]:
-        if self.policy is None:
-            return ()
-        return tuple(b for b in self.policy.budgets if not b.models or _matches(model, b.models))
 
     def denial(self, model: str) -> str | None:
         """Why ``model`` may not be used here (deny wins over allow), or None."""
@@ -102,6 +124,16 @@ class ProjectRules:
             split = tags.get(b.split_by) if b.split_by else None
             cap, thresholds, spec = self._caps[b.id]
             out.append(BudgetMatch(b, split, instance_id(b.id, split), cap, thresholds, spec))
+        return out
+
+    def rate_limits(self, model: str, tags: dict[str, str]) -> list[RateMatch]:
+        """Every rate-limit instance a request with this model and these tags counts against."""
+        out = []
+        for r in self._model_entry(model)[2]:
+            if any(tags.get(k) != v for k, v in r.where.items()):
+                continue
+            split = tags.get(r.split_by) if r.split_by else None
+            out.append(RateMatch(r, split, "r:" + instance_id(r.id, split)))
         return out
 
     def price(self, model: str, provider: str | None) -> ModelPrice | None:

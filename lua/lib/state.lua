@@ -11,7 +11,8 @@ end
 -- Hold record fields (one string in the holds hash, fields joined by \31).
 local R_STATE, R_HOLD, R_DEADLINE, R_CREATED, R_MODEL, R_IIDS, R_CHARGE = 1, 2, 3, 4, 5, 6, 7
 local R_DIMS, R_TAGS, R_EST_IN, R_EST_OUT, R_COST, R_FINISHED = 8, 9, 10, 11, 12, 13
-local R_COUNT = 13
+local R_RATES, R_RATE_TOKENS = 14, 15 -- rate-limit instances, tokens charged to their buckets
+local R_COUNT = 15
 -- States: H held, S settled, R released, X expired and charged, E expired and released.
 
 local function rec_decode(raw)
@@ -122,6 +123,8 @@ local function expire_hold(rid, rec)
     end
   end
   if charged then book_usage(split(rec[R_DIMS], LS), hold, 1, 0, 0, 0, 0, 1) end
+  -- Its usage is unknown: the tokens stay charged to the buckets; only the slot is freed.
+  for _, iid in ipairs(split(rec[R_RATES], LS)) do rate_return(iid, 0, true) end
   rec_finish(rid, rec, charged and 'X' or 'E', charged and hold or 0)
   audit('hold.expired', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
     'budget', budget_names(rec), 'amount_usd', usd(hold),
@@ -147,8 +150,15 @@ local function housekeeping(limit)
     redis.call('ZREM', K_DONE, rid)
   end
   local ended = redis.call('ZRANGEBYSCORE', K_BIDX, '-inf', NOW_S, 'LIMIT', 0, limit)
-  for _, iid in ipairs(ended) do
-    if num(redis.call('HGET', K_BUDGETS, iid .. '|h')) == 0 then
+  for _, member in ipairs(ended) do
+    local iid = member
+    if string.sub(member, 1, 2) == 'r|' then
+      if rate_drop_if_idle(string.sub(member, 3)) then
+        redis.call('ZREM', K_BIDX, member)
+      else
+        redis.call('ZADD', K_BIDX, NOW_S + 60, member)
+      end
+    elseif num(redis.call('HGET', K_BUDGETS, iid .. '|h')) == 0 then
       redis.call('HDEL', K_BUDGETS, iid .. '|s', iid .. '|h', iid .. '|p', iid .. '|e', iid .. '|k',
         iid .. '|w', iid .. '|c', iid .. '|t', iid .. '|n', iid .. '|o', iid .. '|ou')
       redis.call('ZREM', K_BIDX, iid)

@@ -32,7 +32,7 @@ MODELS = [
     write_frac=st.floats(0, 1),
     one_hour_frac=st.floats(0, 1),
 )
-def test_matches_calc_price(  # noqa: PLR0917 - one parameter per hypothesis strategy
+def test_matches_calc_price(
     model: tuple[str, str],
     total_in: int,
     out: int,
