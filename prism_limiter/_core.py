@@ -617,9 +617,7 @@ def build_report(
     )
 
 
-def _rate_denial(
-    make: Callable[..., Decision], reply: list[Any], project: str, model: str
-) -> Decision:
+def _rate_denial(make: Callable[..., Decision], reply: list[Any]) -> Decision:
     limit, split, kind = text(reply[2]), text(reply[3]) or None, text(reply[4])
     retry_ms, value = as_int(reply[5]), as_int(reply[6])
     label = f"rate limit {limit!r}" + (f" for {split!r}" if split else "")
