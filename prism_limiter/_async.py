@@ -10,6 +10,7 @@ import redis
 
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RETRIES,
     DEFAULT_SOCKET_TIMEOUT_S,
     BaseLimiter,
@@ -17,6 +18,7 @@ from prism_limiter._base import (
     usage_of,
 )
 from prism_limiter._core import Held
+from prism_limiter._log import logger
 from prism_limiter._policy import Policy
 from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
@@ -38,11 +40,22 @@ class AsyncLimiter(BaseLimiter):
         *,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         **kwargs: Any,
     ) -> AsyncLimiter:
         """Connect like :meth:`Limiter.from_url`, with an asyncio client."""
-        client = make_client(url, asyncio=True, socket_timeout=socket_timeout, retries=retries)
+        client = make_client(
+            url,
+            asyncio=True,
+            socket_timeout=socket_timeout,
+            retries=retries,
+            max_connections=max_connections,
+        )
         return cls(client, namespace, **kwargs)
+
+    def __init__(self, client: Any, namespace: str = "prism", **kwargs: Any) -> None:
+        super().__init__(client, namespace, **kwargs)
+        self._background: set[asyncio.Future[Any]] = set()
 
     async def _io(self, request: Request) -> Any:
         try:
@@ -81,20 +94,47 @@ class AsyncLimiter(BaseLimiter):
         reservation_id: str | None = None,
         provider: str | None = None,
     ) -> AsyncReservation:
-        """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised."""
-        held = await self._run(
-            self._core.reserve(
-                project,
-                model,
-                est_tokens,
-                max_output_tokens=max_output_tokens,
-                tags=tags,
-                ttl_s=ttl_s,
-                reservation_id=reservation_id,
-                provider=provider,
-            )
+        """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised.
+
+        Cancellation-safe: the script call runs shielded, and if the caller is cancelled while
+        it is in flight, whatever it held is released as soon as it answers.
+        """
+        op = self._core.reserve(
+            project,
+            model,
+            est_tokens,
+            max_output_tokens=max_output_tokens,
+            tags=tags,
+            ttl_s=ttl_s,
+            reservation_id=reservation_id,
+            provider=provider,
         )
+        task = asyncio.ensure_future(self._run(op))
+        try:
+            held = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._track(task)
+            task.add_done_callback(self._release_orphan)
+            raise
         return AsyncReservation(self, held)
+
+    def _release_orphan(self, task: asyncio.Future[Held]) -> None:
+        """A reserve whose caller was cancelled has answered: give back what it took."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        held = task.result()
+        if held.decision.allowed and not held.finished:
+            self._track(asyncio.ensure_future(self._release_held(held)))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._background.add(future)
+        future.add_done_callback(self._untrack)
+
+    def _untrack(self, future: asyncio.Future[Any]) -> None:
+        self._background.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            # The lease still ends the hold; say so rather than lose the error.
+            logger.warning("prism.release.failed", error=str(future.exception()))
 
     async def reserve(
         self,
@@ -157,11 +197,15 @@ class AsyncLimiter(BaseLimiter):
         return await self._run(self._core.usage(project, start, end))
 
     async def aclose(self) -> None:
+        """Wait for releases of cancelled reserves still in flight, then close the client."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         await self._client.aclose()
 
     async def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
-        return await self._run(
-            self._core.settle(held.project, held.reservation_id, usage, held=held)
+        # Shielded: a settle cancelled half-way would leave the caller unsure what was booked.
+        return await asyncio.shield(
+            self._run(self._core.settle(held.project, held.reservation_id, usage, held=held))
         )
 
     async def _release_held(self, held: Held) -> bool:

@@ -11,7 +11,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool as AsyncBlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -39,15 +40,20 @@ def _options(socket_timeout: float, retries: int) -> dict[str, Any]:
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
-        "retry_on_timeout": True,
         "health_check_interval": 30,
         "_retries": retries,
     }
 
 
-def make_client(url: str, *, asyncio: bool, socket_timeout: float, retries: int) -> Any:
+def make_client(
+    url: str, *, asyncio: bool, socket_timeout: float, retries: int, max_connections: int
+) -> Any:
     """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
-    ``rediss+cluster://`` or ``memory://[name]`` (an in-process server shared by that name)."""
+    ``rediss+cluster://`` or ``memory://[name]`` (an in-process server shared by that name).
+
+    Single-node clients use a *blocking* pool of ``max_connections``: a burst of concurrent
+    callers waits (up to ``socket_timeout`` x 5) for a connection instead of failing at once.
+    """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         import fakeredis  # noqa: PLC0415 - only the embedded mode pays for importing it
@@ -61,13 +67,19 @@ def make_client(url: str, *, asyncio: bool, socket_timeout: float, retries: int)
         if scheme.endswith("+cluster"):
             return AsyncRedisCluster.from_url(_plain(url), **_cluster_opts(opts))
         if scheme in ("redis", "rediss", "unix"):
-            return AsyncRedis.from_url(url, **opts)
+            apool = AsyncBlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout * 5, **opts
+            )
+            return AsyncRedis.from_pool(apool)  # the client owns (and closes) its pool
     else:
         opts["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), n)
         if scheme.endswith("+cluster"):
             return RedisCluster.from_url(_plain(url), **_cluster_opts(opts))
         if scheme in ("redis", "rediss", "unix"):
-            return Redis.from_url(url, **opts)
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout * 5, **opts
+            )
+            return Redis.from_pool(pool)  # the client owns (and closes) its pool
     raise InvalidRequest(
         f"unsupported URL scheme {scheme!r}: use redis://, rediss://, unix://, redis+cluster://,"
         " rediss+cluster:// or memory://"

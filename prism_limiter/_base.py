@@ -18,6 +18,7 @@ from prism_limiter.errors import (
 
 DEFAULT_SOCKET_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 2
+DEFAULT_MAX_CONNECTIONS = 64
 
 
 class BaseLimiter:

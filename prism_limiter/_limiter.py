@@ -9,6 +9,7 @@ import redis
 
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RETRIES,
     DEFAULT_SOCKET_TIMEOUT_S,
     BaseLimiter,
@@ -44,11 +45,18 @@ class Limiter(BaseLimiter):
         *,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         **kwargs: Any,
     ) -> Limiter:
         """Connect to ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or the
         embedded ``memory://``, with a socket timeout and a bounded retry."""
-        client = make_client(url, asyncio=False, socket_timeout=socket_timeout, retries=retries)
+        client = make_client(
+            url,
+            asyncio=False,
+            socket_timeout=socket_timeout,
+            retries=retries,
+            max_connections=max_connections,
+        )
         return cls(client, namespace, **kwargs)
 
     # -- the driver -------------------------------------------------------------------------
