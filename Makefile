@@ -25,8 +25,8 @@ test: $(STAMP) check-redis
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check prism_limiter tests benchmarks
-	$(BIN)/ruff format --check prism_limiter tests benchmarks
+	$(BIN)/ruff check prism_limiter tests benchmarks examples
+	$(BIN)/ruff format --check prism_limiter tests benchmarks examples
 	$(BIN)/mypy
 
 bench: $(STAMP) check-redis

@@ -6,6 +6,8 @@ actual usage afterwards. Every decision lands in the project's audit stream.
 """
 
 from prism_limiter._async import AsyncLimiter
+from prism_limiter._estimate import estimate_tokens
+from prism_limiter._http import decision_headers
 from prism_limiter._limiter import Limiter
 from prism_limiter._policy import (
     BudgetPolicy,
@@ -24,6 +26,8 @@ from prism_limiter._records import (
     UsageRow,
 )
 from prism_limiter._reservation import AsyncReservation, Reservation
+from prism_limiter._tags_header import HEADER as TAGS_HEADER
+from prism_limiter._tags_header import format_tags_header, parse_tags_header
 from prism_limiter.errors import (
     BackendUnavailable,
     BudgetExceeded,
@@ -36,6 +40,7 @@ from prism_limiter.errors import (
 )
 
 __all__ = [
+    "TAGS_HEADER",
     "AsyncLimiter",
     "AsyncReservation",
     "BackendUnavailable",
@@ -60,6 +65,10 @@ __all__ = [
     "TokenUsage",
     "UsageReport",
     "UsageRow",
+    "decision_headers",
+    "estimate_tokens",
+    "format_tags_header",
+    "parse_tags_header",
 ]
 
 __version__ = "0.1.0"

@@ -202,6 +202,12 @@ class AsyncLimiter(BaseLimiter):
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self._client.aclose()
 
+    async def __aenter__(self) -> AsyncLimiter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
         # Shielded: a settle cancelled half-way would leave the caller unsure what was booked.
         return await asyncio.shield(

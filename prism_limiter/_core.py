@@ -465,32 +465,34 @@ class LimiterCore:
                     " tags=) to book it anyway"
                 )
             model = text(raw).split(FS)[4]
-        rules = yield from self.rules(project)
-        price = held.price if held is not None else rules.price(model, provider)
+        if held is not None:
+            price, budgets = held.price, held.budgets
+        else:
+            rules = yield from self.rules(project)
+            price, budgets = rules.price(model, provider), rules.budgets(model, tag_map)
         cost = price.cost_nano(usage) if price else 0
-        budgets = held.budgets if held is not None else rules.budgets(model, tag_map)
-        fallback: list[str | int] = [
-            model,
-            json.dumps(tag_map, separators=(",", ":"), ensure_ascii=False),
-            LS.join(usage_dimensions(model, tag_map)),
-            len(budgets),
-        ]
-        for b in budgets:
-            fallback += b.script_args()
         u = usage
-        reply = yield self._script(
-            "settle",
-            project,
-            [
-                rid,
-                cost,
-                u.input_tokens,
-                u.output_tokens,
-                u.cache_read_tokens,
-                u.cache_write_tokens,
-                *fallback,
-            ],
-        )
+        head: list[str | int] = [
+            rid,
+            cost,
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+        ]
+        reply = yield self._script("settle", project, [*head, ""])
+        if self._check_reply(reply) == "unknown":
+            # Rare: an id this project does not know (never reserved, or its record is past
+            # retention). Book it from what the caller knows, in a second call.
+            fallback: list[str | int] = [
+                model,
+                json.dumps(tag_map, separators=(",", ":"), ensure_ascii=False),
+                LS.join(usage_dimensions(model, tag_map)),
+                len(budgets),
+            ]
+            for b in budgets:
+                fallback += b.script_args()
+            reply = yield self._script("settle", project, [*head, *fallback])
         self._check_reply(reply)
         _, cost_n, hold_n, first, before, over = reply
         cost_i, hold_i, before_s = as_int(cost_n), as_int(hold_n), text(before)

@@ -184,7 +184,14 @@ class Limiter(BaseLimiter):
         return self._run(self._core.usage(project, start, end))
 
     def close(self) -> None:
+        """Close the client's connections."""
         self._client.close()
+
+    def __enter__(self) -> Limiter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- used by Reservation ----------------------------------------------------------------
 

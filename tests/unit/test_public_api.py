@@ -6,9 +6,15 @@ import prism_limiter
 from prism_limiter import errors
 
 
+def _isort_style(name: str) -> tuple[int, str]:
+    """CONSTANTS, then Classes, then functions (the order ruff's RUF022 keeps)."""
+    group = 0 if name.isupper() else 1 if name[0].isupper() else 2
+    return group, name
+
+
 def test_all_is_sorted_and_complete() -> None:
     public = {n for n in vars(prism_limiter) if not n.startswith("_")}
-    assert prism_limiter.__all__ == sorted(prism_limiter.__all__)
+    assert prism_limiter.__all__ == sorted(prism_limiter.__all__, key=_isort_style)
     assert set(prism_limiter.__all__) == public - {"errors"}
 
 
