@@ -1,4 +1,4 @@
-"""The same scripts on a real 3-master Redis Cluster: one hash tag per project, every key declared."""
+"""The same scripts on a real 3-master Redis Cluster: one hash tag per project, all keys in KEYS."""
 
 from __future__ import annotations
 
