@@ -153,7 +153,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
         deadline = time.monotonic() + 30
         for port in ports:
             client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+            while b"cluster_state:ok" not in client.cluster("INFO"):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster did not reach cluster_state:ok")
                 time.sleep(0.05)
