@@ -153,7 +153,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
         deadline = time.monotonic() + 30
         for port in ports:
             client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-            while b"cluster_state:ok" not in client.cluster("INFO"):
+            while not _cluster_ok(client.cluster("INFO")):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster did not reach cluster_state:ok")
                 time.sleep(0.05)
@@ -168,6 +168,12 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cluster_ok(info: object) -> bool:
+    if isinstance(info, dict):  # redis-py parses CLUSTER INFO into a dict
+        return info.get("cluster_state") in ("ok", b"ok")
+    return b"cluster_state:ok" in info if isinstance(info, bytes) else False
 
 
 def _wait_ping(url: str, proc: subprocess.Popen[bytes], tmp: Path) -> None:
