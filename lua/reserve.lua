@@ -65,6 +65,7 @@ for i = 1, n do
       'cap_usd', usd(cap), 'reason', 'over-cap'})
     return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
   end
+  cfg.overridden = view.spent + view.held + hold > cfg.cap
   views[i], configs[i] = view, cfg
 end
 
@@ -101,6 +102,12 @@ for i = 1, n do
   local r = #reply
   reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, held, cfg.cap + view.extra
   reply[r + 4], reply[r + 5] = view.p, view.e
+  if cfg.overridden then
+    local nb = split(cfg.name, LS)
+    audit('override.used', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
+      'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap),
+      'reason', 'over-base-cap'})
+  end
 end
 
 local rids = {}

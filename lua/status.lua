@@ -4,6 +4,7 @@
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head.
 -- Overdue holds are swept first (one batch), so what it reports is current.
+-- Every budget instance with a label (|n): reserved at least once, or given an override.
 -- Reply: {"status", now s, live holds, then per instance 8 values:
 --         instance id, "budget\30split", cap (nUSD, override included), spent, held,
 --         period start s, period end s (0 = never), override extra (nUSD)}
@@ -14,8 +15,8 @@ local reply = {'status', NOW_S, redis.call('ZCARD', K_LEASES)}
 local fields = redis.call('HKEYS', K_BUDGETS)
 table.sort(fields)
 for _, field in ipairs(fields) do
-  local iid = string.match(field, '^(.*)|k$')
-  if iid then
+  local iid = string.match(field, '^(.*)|n$')
+  if iid and string.sub(iid, 1, 2) ~= 'r:' then -- "r:" instances are rate limits
     local view = budget_view(iid, nil)
     local r = #reply
     reply[r + 1], reply[r + 2], reply[r + 3] = iid, view.name, view.cap + view.extra

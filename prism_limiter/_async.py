@@ -22,7 +22,7 @@ from prism_limiter._log import logger
 from prism_limiter._policy import Policy
 from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
-from prism_limiter._records import BudgetState, Settlement, UsageReport
+from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import AsyncReservation
 from prism_limiter.errors import BackendUnavailable
 
@@ -195,6 +195,42 @@ class AsyncLimiter(BaseLimiter):
     ) -> UsageReport:
         """Attribution for UTC days ``start``..``end`` (default today): per model, per tag."""
         return await self._run(self._core.usage(project, start, end))
+
+    async def grant_override(
+        self,
+        project: str,
+        budget: str,
+        *,
+        usd: float,
+        ttl_s: float,
+        actor: str,
+        reason: str,
+        split_value: str | None = None,
+    ) -> Override:
+        """Raise one budget instance's cap by ``usd`` for ``ttl_s`` seconds, approved by
+        ``actor``; audited ``override.granted``, and ``override.used`` whenever a reserve fits
+        only thanks to it. A new grant replaces the instance's previous one."""
+        return await self._run(
+            self._core.grant_override(
+                project,
+                budget,
+                split_value=split_value,
+                usd=usd,
+                ttl_s=ttl_s,
+                actor=actor,
+                reason=reason,
+            )
+        )
+
+    async def revoke_override(
+        self, project: str, budget: str, *, actor: str, reason: str, split_value: str | None = None
+    ) -> bool:
+        """End an override now (audited ``override.revoked``); True if one was in force."""
+        return await self._run(
+            self._core.revoke_override(
+                project, budget, split_value=split_value, actor=actor, reason=reason
+            )
+        )
 
     async def aclose(self) -> None:
         """Wait for releases of cancelled reserves still in flight, then close the client."""

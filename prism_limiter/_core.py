@@ -19,12 +19,13 @@ from prism_limiter import _tz, _validate
 from prism_limiter._keys import (
     ProjectKeys,
     global_policy_key,
+    instance_id,
     projects_key,
     unescape,
     usage_dimensions,
 )
 from prism_limiter._log import logger
-from prism_limiter._money import nano_to_usd
+from prism_limiter._money import nano_to_usd, usd_to_nano
 from prism_limiter._policy import Policy, decode_project, encode_project
 from prism_limiter._pricing import ModelPrice, TokenUsage
 from prism_limiter._protocol import Command, Op, Script, as_int, text
@@ -32,6 +33,7 @@ from prism_limiter._records import (
     BudgetState,
     BudgetWarning,
     Decision,
+    Override,
     Settlement,
     UsageReport,
     UsageRow,
@@ -509,6 +511,64 @@ class LimiterCore:
             unknown=before_s == "U",
         )
 
+    def _override_target(
+        self, project: str, budget: str, split_value: str | None, actor: str, reason: str
+    ) -> Op[tuple[str, str]]:
+        """The instance id and label of an override's budget, checked against the policy."""
+        _validate.name("project", project)
+        _validate.text("actor", actor)
+        _validate.text("reason", reason)
+        rules = yield from self.rules(project)
+        policy = rules.policy
+        match = next((b for b in policy.budgets if b.id == budget), None) if policy else None
+        if match is None:
+            raise InvalidRequest(f"project {project!r} has no budget {budget!r}")
+        if (split_value is None) != (match.split_by is None):
+            raise InvalidRequest(
+                f"budget {budget!r} is split by {match.split_by!r}: pass its split_value"
+                if match.split_by
+                else f"budget {budget!r} is not split; pass no split_value"
+            )
+        if split_value is not None:
+            _validate.tag_value(match.split_by or "split_value", split_value)
+        return instance_id(budget, split_value), f"{budget}{LS}{split_value or ''}"
+
+    def grant_override(
+        self,
+        project: str,
+        budget: str,
+        *,
+        split_value: str | None,
+        usd: float,
+        ttl_s: float,
+        actor: str,
+        reason: str,
+    ) -> Op[Override]:
+        """Raise one budget instance's cap by ``usd`` until ``ttl_s`` from now (server clock)."""
+        extra = usd_to_nano("override usd", usd)
+        lifetime_ms = int(_validate.seconds("ttl_s", ttl_s, maximum=366 * 86400) * 1000)
+        iid, label = yield from self._override_target(project, budget, split_value, actor, reason)
+        args: list[str | int] = [iid, label, "grant", extra, lifetime_ms, actor, reason]
+        reply = yield self._script("override", project, args)
+        self._check_reply(reply)
+        return Override(
+            project=project,
+            budget=budget,
+            split_value=split_value,
+            extra_usd=nano_to_usd(extra),
+            expires_at=datetime.fromtimestamp(as_int(reply[1]) / 1000, UTC),
+            actor=actor,
+            reason=reason,
+        )
+
+    def revoke_override(
+        self, project: str, budget: str, *, split_value: str | None, actor: str, reason: str
+    ) -> Op[bool]:
+        iid, label = yield from self._override_target(project, budget, split_value, actor, reason)
+        reply = yield self._script("override", project, [iid, label, "revoke", 0, 0, actor, reason])
+        self._check_reply(reply)
+        return bool(as_int(reply[1]))
+
     def release_held(self, held: Held) -> Op[bool]:
         if held.decision.degraded or not held.decision.allowed:
             return False
@@ -541,7 +601,7 @@ class LimiterCore:
         self._check_reply(reply)
         out = []
         for i in range(3, len(reply), 8):
-            _, label, cap, spent, held, start, end, _extra = reply[i : i + 8]
+            _, label, cap, spent, held, start, end, extra = reply[i : i + 8]
             budget, _, split = text(label).partition(LS)
             cap_n, spent_n, held_n = as_int(cap), as_int(spent), as_int(held)
             out.append(
@@ -554,6 +614,7 @@ class LimiterCore:
                     remaining_usd=nano_to_usd(cap_n - spent_n - held_n),
                     period_start=_ts(start),
                     resets_at=_ts(end),
+                    override_usd=nano_to_usd(as_int(extra)),
                 )
             )
         return out

@@ -8,7 +8,10 @@ import msgspec
 
 
 class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
-    """One budget instance as a decision or a status report sees it (amounts in USD)."""
+    """One budget instance as a decision or a status report sees it (amounts in USD).
+
+    ``cap_usd`` includes ``override_usd``, the extra of an override in force.
+    """
 
     budget: str
     split_value: str | None
@@ -18,6 +21,19 @@ class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
     remaining_usd: float
     period_start: datetime | None
     resets_at: datetime | None
+    override_usd: float = 0.0
+
+
+class Override(msgspec.Struct, frozen=True, kw_only=True):
+    """An approved, expiring raise of one budget instance's cap (audited when granted and used)."""
+
+    project: str
+    budget: str
+    split_value: str | None
+    extra_usd: float
+    expires_at: datetime
+    actor: str
+    reason: str
 
 
 class BudgetWarning(msgspec.Struct, frozen=True, kw_only=True):

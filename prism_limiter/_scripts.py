@@ -13,7 +13,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-NAMES = ("apply_policy", "bump_policy", "release", "reserve", "settle", "status", "sweep")
+NAMES = (
+    "apply_policy",
+    "bump_policy",
+    "override",
+    "release",
+    "reserve",
+    "settle",
+    "status",
+    "sweep",
+)
 _NEEDS = re.compile(r"^-- needs: (.*)$", re.MULTILINE)
 
 

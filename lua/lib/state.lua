@@ -158,12 +158,13 @@ local function housekeeping(limit)
       else
         redis.call('ZADD', K_BIDX, NOW_S + 60, member)
       end
-    elseif num(redis.call('HGET', K_BUDGETS, iid .. '|h')) == 0 then
+    elseif num(redis.call('HGET', K_BUDGETS, iid .. '|h')) == 0
+      and num(redis.call('HGET', K_BUDGETS, iid .. '|ou')) <= NOW_MS then
       redis.call('HDEL', K_BUDGETS, iid .. '|s', iid .. '|h', iid .. '|p', iid .. '|e', iid .. '|k',
         iid .. '|w', iid .. '|c', iid .. '|t', iid .. '|n', iid .. '|o', iid .. '|ou')
       redis.call('ZREM', K_BIDX, iid)
     else
-      redis.call('ZADD', K_BIDX, NOW_S + 3600, iid) -- live holds still point at it; look later
+      redis.call('ZADD', K_BIDX, NOW_S + 3600, iid) -- a live hold or override needs it; look later
     end
   end
   return expired

@@ -139,3 +139,16 @@ def test_split_by_where_and_models(limiter: Any) -> None:
     limiter.reserve("p", "gpt-4o", est_tokens=1, tags={**chat, "customer": "b"}).release()
     limiter.reserve("p", "gpt-4o", est_tokens=1, tags={"customer": "a"}).release()
     limiter.reserve("p", "claude-haiku-4-5", est_tokens=1, tags={**chat, "customer": "a"}).release()
+
+
+def test_status_lists_budgets_only(limiter: Any) -> None:
+    """Rate-limit instances share the state hash but are not budget instances."""
+    limiter.apply_policy(
+        _policy(
+            "[[projects.p.rate_limits]]\nid='c'\nmax_concurrent=5\n",
+            "[[projects.p.budgets]]\nid='b'\nusd=1\n",
+        )
+    )
+    r = limiter.reserve("p", "gpt-4o", est_tokens=1)
+    assert [s.budget for s in limiter.status("p")] == ["b"]
+    r.release()

@@ -1,0 +1,26 @@
+-- override.lua: grant or revoke an approved, expiring raise of one budget instance's cap.
+-- needs: common period rate state
+--
+-- KEYS: the common ten (lib/common.lua).
+-- ARGV[1..5]: the common head.
+--   ARGV[6]  budget instance id     ARGV[7] "budget\30split value"
+--   ARGV[8]  "grant" or "revoke"
+--   ARGV[9]  extra cap (nUSD; grant)   ARGV[10] lifetime (integer ms; grant)
+--   ARGV[11] actor (who approved it)   ARGV[12] reason
+-- A grant replaces any override of the instance. While it lasts, reserves may use
+-- cap + extra; a reserve that fits only thanks to it is audited override.used.
+-- Reply: {"granted", until ms} | {"revoked", 1 (there was one) or 0}
+
+local iid, label, mode = ARGV[6], ARGV[7], ARGV[8]
+local nb = split(label, LS)
+if mode == 'grant' then
+  local extra, until_ms = tonumber(ARGV[9]), NOW_MS + tonumber(ARGV[10])
+  redis.call('HSET', K_BUDGETS, iid .. '|o', extra, iid .. '|ou', until_ms, iid .. '|n', label)
+  audit('override.granted', {'budget', nb[1], 'split', nb[2] or '', 'amount_usd', usd(extra),
+    'until_ms', until_ms, 'actor', ARGV[11], 'reason', ARGV[12]})
+  return {'granted', until_ms}
+end
+local had = redis.call('HDEL', K_BUDGETS, iid .. '|o', iid .. '|ou')
+audit('override.revoked', {'budget', nb[1], 'split', nb[2] or '', 'actor', ARGV[11],
+  'reason', ARGV[12]})
+return {'revoked', had > 0 and 1 or 0}
