@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from prism_limiter import _validate
 from prism_limiter._keys import instance_id
 from prism_limiter._money import usd_to_nano
 from prism_limiter._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
 from prism_limiter._pricing import PRICES, ModelPrice, from_mtok
+from prism_limiter.errors import InvalidRequest
 
 LS = "\x1e"
 
@@ -135,6 +137,23 @@ class ProjectRules:
             split = tags.get(r.split_by) if r.split_by else None
             out.append(RateMatch(r, split, "r:" + instance_id(r.id, split)))
         return out
+
+    def budget_instance(self, budget: str, split_value: str | None) -> tuple[str, str]:
+        """Instance id and label of one budget instance named by a caller (overrides)."""
+        match = (
+            next((b for b in self.policy.budgets if b.id == budget), None) if self.policy else None
+        )
+        if match is None:
+            raise InvalidRequest(f"project {self.project!r} has no budget {budget!r}")
+        if (split_value is None) != (match.split_by is None):
+            raise InvalidRequest(
+                f"budget {budget!r} is split by {match.split_by!r}: pass its split_value"
+                if match.split_by
+                else f"budget {budget!r} is not split; pass no split_value"
+            )
+        if split_value is not None:
+            _validate.tag_value(match.split_by or "split_value", split_value)
+        return instance_id(budget, split_value), f"{budget}{LS}{split_value or ''}"
 
     def price(self, model: str, provider: str | None) -> ModelPrice | None:
         override = self._prices.get(model)

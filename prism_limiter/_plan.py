@@ -1,0 +1,126 @@
+"""Script arguments for a request: validated once, planned against a compiled policy (pure)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from prism_limiter import _validate
+from prism_limiter._keys import usage_dimensions
+from prism_limiter._pricing import ModelPrice
+from prism_limiter._rules import LS, BudgetMatch, ProjectRules
+from prism_limiter.errors import InvalidRequest
+
+DEFAULT_HOLD_TTL_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A reserve's arguments, validated."""
+
+    project: str
+    model: str
+    est_tokens: int
+    max_output_tokens: int | None
+    tags: dict[str, str]
+    ttl_s: float | None
+    reservation_id: str
+    provider: str | None
+
+
+def request(
+    project: object,
+    model: object,
+    est_tokens: object,
+    *,
+    max_output_tokens: object,
+    tags: object,
+    ttl_s: object,
+    reservation_id: object,
+    provider: object,
+) -> Request:
+    """Validate everything before any I/O; bad input raises ``InvalidRequest``."""
+    return Request(
+        project=_validate.name("project", project),
+        model=_validate.model(model),
+        est_tokens=_validate.tokens("est_tokens", est_tokens),
+        max_output_tokens=None
+        if max_output_tokens is None
+        else _validate.tokens("max_output_tokens", max_output_tokens),
+        tags=_validate.tags(tags),
+        ttl_s=None if ttl_s is None else _validate.seconds("ttl_s", ttl_s),
+        reservation_id=uuid.uuid4().hex
+        if reservation_id is None
+        else _validate.reservation_id(reservation_id),
+        provider=None if provider is None else _validate.name("provider", provider),
+    )
+
+
+def tags_json(tags: dict[str, str]) -> str:
+    return json.dumps(tags, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReservePlan:
+    out_tokens: int
+    price: ModelPrice | None
+    hold_nano: int
+    budgets: list[BudgetMatch]
+    args: list[str | int]
+
+
+def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
+    """ARGV of reserve.lua (after the common head) for ``req`` under ``rules``."""
+    pol = rules.policy
+    default_out = pol.default_max_output_tokens if pol else 0
+    out_tokens = default_out if req.max_output_tokens is None else req.max_output_tokens
+    denial = rules.denial(req.model)
+    price = rules.price(req.model, req.provider) if denial is None else None
+    flags = ""
+    if denial is None and price is None:
+        if pol is not None and pol.on_unknown_price == "deny":
+            raise InvalidRequest(
+                f"no price is known for model {req.model!r}; add it to the policy's"
+                ' [projects.<name>.prices] or set on_unknown_price = "allow"'
+            )
+        flags = "u"  # allowed at cost 0, audited price.unknown
+    hold = price.hold_nano(req.est_tokens, out_tokens) if price else 0
+    budgets = rules.budgets(req.model, req.tags) if denial is None else []
+    limits = rules.rate_limits(req.model, req.tags) if denial is None else []
+    ttl_s = req.ttl_s or (pol.hold_ttl_s if pol else DEFAULT_HOLD_TTL_S)
+    args: list[str | int] = [
+        str(rules.version),
+        req.reservation_id,
+        denial or "",
+        hold,
+        int(ttl_s * 1000),
+        req.model,
+        tags_json(req.tags),
+        LS.join(usage_dimensions(req.model, req.tags)),
+        req.est_tokens,
+        out_tokens,
+        flags,
+        len(budgets),
+    ]
+    for b in budgets:
+        args += b.script_args()
+    args.append(len(limits))
+    for lim in limits:
+        args += lim.script_args()
+    return ReservePlan(out_tokens, price, hold, budgets, args)
+
+
+def settle_fallback(
+    model: str, tags: dict[str, str], budgets: list[BudgetMatch]
+) -> list[str | int]:
+    """ARGV[12..] of settle.lua: how to book an id the project does not know."""
+    args: list[str | int] = [
+        model,
+        tags_json(tags),
+        LS.join(usage_dimensions(model, tags)),
+        len(budgets),
+    ]
+    for b in budgets:
+        args += b.script_args()
+    return args

@@ -1,0 +1,193 @@
+"""Replies of the scripts parsed into records (pure functions, shared by both faces)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prism_limiter._money import nano_to_usd
+from prism_limiter._protocol import as_int, text
+from prism_limiter._records import BudgetState, BudgetWarning, Decision, Settlement
+from prism_limiter._rules import LS, BudgetMatch
+from prism_limiter.errors import InvalidRequest
+
+FS = "\x1f"
+
+
+def ts(seconds: Any) -> datetime | None:
+    value = as_int(seconds)
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+def _budget_label(budget: str, split: str | None) -> str:
+    return f"budget {budget!r}" + (f" for {split!r}" if split else "")
+
+
+def decision_from_reply(
+    *,
+    kind: str,
+    reply: list[Any],
+    project: str,
+    model: str,
+    rid: str,
+    budgets: list[BudgetMatch],
+) -> Decision:
+    """The decision of a reserve reply (dup, denied model/budget/rate, or ok)."""
+
+    def make(**fields: Any) -> Decision:
+        return Decision(project=project, model=model, reservation_id=rid, **fields)
+
+    if kind == "dup":
+        rec = text(reply[1]).split(FS)
+        if rec[4] != model:
+            raise InvalidRequest(f"reservation id {rid!r} was already used for model {rec[4]!r}")
+        deadline = int(rec[2])
+        return make(
+            allowed=True,
+            replayed=True,
+            hold_usd=nano_to_usd(int(rec[1])),
+            expires_at=datetime.fromtimestamp(deadline / 1000, UTC),
+            message=f"reservation {rid!r} already exists (state {rec[0]}); nothing changed",
+        )
+    if kind == "denied":
+        what = text(reply[1])
+        if what == "model":
+            reason = text(reply[2])
+            messages = {
+                "model-denied": f"model {model!r} is denied for project {project!r}",
+                "model-not-allowed": f"model {model!r} is not in project {project!r}'s allow list",
+                "no-policy": f"project {project!r} has no policy (and there are no defaults)",
+            }
+            return make(allowed=False, reason=reason, message=messages[reason])
+        if what == "rate":
+            return rate_denial(make, reply)
+        budget, split = text(reply[2]), text(reply[3]) or None
+        cap, spent, held, hold = (as_int(x) for x in reply[4:8])
+        resets = ts(reply[9])
+        over = spent + held + hold - cap
+        now = datetime.now(UTC)
+        label = _budget_label(budget, split)
+        return make(
+            allowed=False,
+            reason="budget",
+            budget=budget,
+            split_value=split,
+            cap_usd=nano_to_usd(cap),
+            spent_usd=nano_to_usd(spent),
+            held_usd=nano_to_usd(held),
+            hold_usd=nano_to_usd(hold),
+            over_by_usd=nano_to_usd(over),
+            resets_at=resets,
+            retry_after_s=max(0.0, (resets - now).total_seconds()) if resets else None,
+            message=(
+                f"{label} would go over its cap of ${nano_to_usd(cap):.6f} by"
+                f" ${nano_to_usd(over):.6f} (spent ${nano_to_usd(spent):.6f}, held"
+                f" ${nano_to_usd(held):.6f}, this request ${nano_to_usd(hold):.6f})"
+            ),
+        )
+    # ok: hold, deadline, now, then five values per budget
+    hold = as_int(reply[1])
+    states, warnings = [], []
+    for i, b in enumerate(budgets):
+        spent, held, cap, start, end = reply[4 + 5 * i : 9 + 5 * i]
+        spent_n, held_n, cap_n = as_int(spent), as_int(held), as_int(cap)
+        states.append(
+            BudgetState(
+                budget=b.budget.id,
+                split_value=b.split_value,
+                cap_usd=nano_to_usd(cap_n),
+                spent_usd=nano_to_usd(spent_n),
+                held_usd=nano_to_usd(held_n),
+                remaining_usd=nano_to_usd(cap_n - spent_n - held_n),
+                period_start=ts(start),
+                resets_at=ts(end),
+            )
+        )
+        used = (spent_n + held_n) / cap_n if cap_n else 1.0
+        crossed = [f for f in b.budget.warn_at if used >= f]
+        if crossed:
+            warnings.append(
+                BudgetWarning(
+                    budget=b.budget.id,
+                    split_value=b.split_value,
+                    threshold=max(crossed),
+                    used_fraction=used,
+                )
+            )
+    return make(
+        allowed=True,
+        hold_usd=nano_to_usd(hold),
+        expires_at=datetime.fromtimestamp(as_int(reply[2]) / 1000, UTC),
+        budgets=tuple(states),
+        warnings=tuple(warnings),
+        resets_at=min((s.resets_at for s in states if s.resets_at), default=None),
+    )
+
+
+def rate_denial(make: Callable[..., Decision], reply: list[Any]) -> Decision:
+    limit, split, kind = text(reply[2]), text(reply[3]) or None, text(reply[4])
+    retry_ms, value = as_int(reply[5]), as_int(reply[6])
+    label = f"rate limit {limit!r}" + (f" for {split!r}" if split else "")
+    units = {"rpm": "requests/min", "tpm": "tokens/min", "tpm-too-large": "tokens/min"}
+    if kind == "tpm-too-large":
+        message = (
+            f"{label}: this request needs more tokens than the bucket of {value} tokens/min"
+            " can ever hold; it can never fit, retrying will not help"
+        )
+    elif kind == "concurrency":
+        message = f"{label}: {value} concurrent requests are already in flight"
+    else:
+        message = f"{label}: over {value} {units[kind]}; retry in {retry_ms / 1000:.3f}s"
+    return make(
+        allowed=False,
+        reason="rate-too-large" if kind == "tpm-too-large" else "rate",
+        limit=limit,
+        limit_kind=kind,
+        split_value=split,
+        retry_after_s=retry_ms / 1000 if retry_ms >= 0 else None,
+        message=message,
+    )
+
+
+def record_hold(reply: list[Any]) -> int:
+    return int(text(reply[1]).split(FS)[1])
+
+
+def settlement(rid: str, reply: list[Any]) -> Settlement:
+    """The outcome of a settle reply."""
+    _, cost_n, hold_n, first, before, over = reply
+    cost_i, hold_i, before_s = as_int(cost_n), as_int(hold_n), text(before)
+    return Settlement(
+        reservation_id=rid,
+        cost_usd=nano_to_usd(cost_i),
+        hold_usd=nano_to_usd(hold_i),
+        refunded_usd=nano_to_usd(max(0, hold_i - cost_i)) if before_s == "H" else 0.0,
+        over_estimate=bool(as_int(over)),
+        first=bool(as_int(first)),
+        late=before_s in ("R", "X", "E"),
+        unknown=before_s == "U",
+    )
+
+
+def budget_states(reply: list[Any]) -> list[BudgetState]:
+    """Budget instances of a status reply."""
+    out = []
+    for i in range(3, len(reply), 8):
+        _, label, cap, spent, held, start, end, extra = reply[i : i + 8]
+        budget, _, split = text(label).partition(LS)
+        cap_n, spent_n, held_n = as_int(cap), as_int(spent), as_int(held)
+        out.append(
+            BudgetState(
+                budget=budget,
+                split_value=split or None,
+                cap_usd=nano_to_usd(cap_n),
+                spent_usd=nano_to_usd(spent_n),
+                held_usd=nano_to_usd(held_n),
+                remaining_usd=nano_to_usd(cap_n - spent_n - held_n),
+                period_start=ts(start),
+                resets_at=ts(end),
+                override_usd=nano_to_usd(as_int(extra)),
+            )
+        )
+    return out
