@@ -6,6 +6,7 @@ from typing import Any
 
 from prism_limiter import _scripts, _usage
 from prism_limiter._core import FailureMode, Held, LimiterCore, Settings
+from prism_limiter._log import logger
 from prism_limiter._pricing import TokenUsage
 from prism_limiter._records import Decision
 from prism_limiter.errors import (
@@ -37,6 +38,7 @@ class BaseLimiter:
         if failure_mode not in ("closed", "open"):
             raise InvalidRequest(f"failure_mode must be 'closed' or 'open', got {failure_mode!r}")
         self._client = client
+        _warn_without_timeout(client)
         self._scripts = _scripts.register(client)
         self._core = LimiterCore(
             Settings(
@@ -60,6 +62,18 @@ class BaseLimiter:
     def audit_key(self, project: str) -> str:
         """The audit stream of ``project`` (``XREAD BLOCK 0 STREAMS <key> $`` tails it)."""
         return self._core.keys(project).audit
+
+
+def _warn_without_timeout(client: Any) -> None:
+    """A client without a socket timeout hangs every request when Redis stalls: say so."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if isinstance(kwargs, dict) and kwargs.get("socket_timeout") is None:
+        logger.warning(
+            "prism.client.no_timeout",
+            hint="set socket_timeout (and socket_connect_timeout) on the redis client, or use"
+            " Limiter.from_url",
+        )
 
 
 def raise_for(decision: Decision) -> None:

@@ -48,7 +48,21 @@ def test_wheel_installs_and_loads_its_scripts(tmp_path: Path, redis_url: str) ->
     for script in ("reserve", "settle", "release", "sweep", "status", "apply_policy"):
         assert f"prism_limiter/lua/{script}.lua" in names
     assert "prism_limiter/lua/lib/common.lua" in names
-    target = tmp_path / "target"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    target = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    # The dependencies come from this interpreter's site-packages; the package itself only
+    # from the wheel (the source tree is nowhere on the new venv's path).
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages")
+    (target / "deps.pth").write_text(f"{deps}\n")
     subprocess.run(
         [
             sys.executable,
@@ -63,9 +77,8 @@ def test_wheel_installs_and_loads_its_scripts(tmp_path: Path, redis_url: str) ->
         ],
         check=True,
     )
-    code = f"import sys; sys.path.insert(0, {str(target)!r})\n" + CHECK
     out = subprocess.run(
-        [sys.executable, "-I", "-c", code, redis_url],
+        [str(python), "-I", "-c", CHECK, redis_url],
         check=False,
         capture_output=True,
         text=True,
