@@ -7,6 +7,7 @@ else the embedded ``memory://`` store with threads instead of processes.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue as queue_module
 import random
 import threading
 from contextlib import ExitStack
@@ -70,13 +71,14 @@ def run(url: str | None, workers: int) -> int:
         lim = Limiter.from_url(url)
         version = lim.apply_policy(Policy.from_toml(POLICY), actor="demo")
         print(f"policy version {version} applied on {url}")
-        print(
-            f"tail the audit with:  redis-cli -u {url} XREAD BLOCK 0 STREAMS "
-            f"'{lim.audit_key('search')}' '$'\n"
-        )
-        results: list[tuple[int, int, float, str]] = []
-        if url.startswith("memory://"):
-            queue: Any = __import__("queue").Queue()
+        embedded = url.startswith("memory://")
+        if not embedded:
+            print(
+                f"tail the audit with:  redis-cli -u {url} XREAD BLOCK 0 STREAMS "
+                f"'{lim.audit_key('search')}' '$'\n"
+            )
+        if embedded:
+            queue: Any = queue_module.Queue()
             threads = [threading.Thread(target=_work, args=(url, w, queue)) for w in range(workers)]
             for t in threads:
                 t.start()
@@ -89,7 +91,7 @@ def run(url: str | None, workers: int) -> int:
             for p in procs:
                 p.start()
         results = [queue.get(timeout=120) for _ in range(workers)]
-        if not url.startswith("memory://"):
+        if not embedded:
             for p in procs:
                 p.join(30)
         for worker, done, spent, blocked_by in sorted(results):
