@@ -17,22 +17,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 
 import redis.asyncio
+from _common import BENCH_POLICY
 
 from prism_limiter import AsyncLimiter, Policy
 from prism_limiter._devserver import redis_server
-
-POLICY = """
-[projects.bench]
-allow_models = ["gpt-4o-mini"]
-[[projects.bench.budgets]]
-id = "monthly"
-usd = 1000000
-[[projects.bench.budgets]]
-id = "per-customer"
-usd = 100000
-period = "day"
-split_by = "customer"
-"""
 
 
 async def _rate(fn: Callable[[], Awaitable[None]], tasks: int, seconds: float) -> float:
@@ -52,7 +40,7 @@ async def _rate(fn: Callable[[], Awaitable[None]], tasks: int, seconds: float) -
 
 async def run(url: str, tasks: int, seconds: float) -> dict[str, float]:
     async with AsyncLimiter.from_url(url) as lim:
-        await lim.apply_policy(Policy.from_toml(POLICY))
+        await lim.apply_policy(Policy.from_toml(BENCH_POLICY))
         client = redis.asyncio.Redis.from_url(url)
         noop = client.register_script("return 1")
 

@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
 import redis
+from _common import BENCH_POLICY, summary
 
 from prism_limiter import Limiter, Policy
 from prism_limiter._devserver import redis_server
-
-POLICY = """
-[projects.bench]
-allow_models = ["gpt-4o-mini"]
-[[projects.bench.budgets]]
-id = "monthly"
-usd = 1000000
-[[projects.bench.budgets]]
-id = "per-customer"
-usd = 100000
-period = "day"
-split_by = "customer"
-"""
 
 
 def _time(fn: Callable[[], object], n: int) -> list[float]:
@@ -42,15 +29,6 @@ def _time(fn: Callable[[], object], n: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - t) * 1e6)
     return out
-
-
-def _summary(samples: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(samples, n=100)
-    return {
-        "p50_us": statistics.median(samples),
-        "p99_us": q[98],
-        "mean_us": statistics.fmean(samples),
-    }
 
 
 def main() -> None:
@@ -63,7 +41,7 @@ def main() -> None:
         url = args.url or stack.enter_context(redis_server())
         client = redis.Redis.from_url(url)
         lim = Limiter.from_url(url)
-        lim.apply_policy(Policy.from_toml(POLICY))
+        lim.apply_policy(Policy.from_toml(BENCH_POLICY))
         noop = client.register_script("return 1")
         tags = {"customer": "org:42"}
 
@@ -83,13 +61,13 @@ def main() -> None:
         for _ in range(5):  # interleave rounds so drift hits both sides alike
             results["reserve_settle"] += _time(reserve_settle, args.iterations // 5)
             results["two_noop_evalsha"] += _time(two_noops, args.iterations // 5)
-        summary = {k: _summary(v) for k, v in results.items()}
-        ratio = summary["reserve_settle"]["p50_us"] / summary["two_noop_evalsha"]["p50_us"]
+        stats = {k: summary(v) for k, v in results.items()}
+        ratio = stats["reserve_settle"]["p50_us"] / stats["two_noop_evalsha"]["p50_us"]
         info = client.info("server")
         report = {
             "redis_version": info["redis_version"],
             "iterations": args.iterations,
-            "results": summary,
+            "results": stats,
             "p50_ratio": ratio,
         }
         if args.json:
@@ -97,7 +75,7 @@ def main() -> None:
             return
         print(f"redis {info['redis_version']}, {args.iterations} iterations each, loopback")
         print(f"{'':24}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}")
-        for name, s in summary.items():
+        for name, s in stats.items():
             print(f"{name:24}{s['p50_us']:10.1f}{s['p99_us']:10.1f}{s['mean_us']:10.1f}")
         print(f"reserve+settle / two no-op EVALSHA (p50): {ratio:.2f}x")
 
