@@ -43,14 +43,23 @@ _UNAVAILABLE_REPLIES = (
     "CLUSTERDOWN",
     "TRYAGAIN",
 )
+_UNAVAILABLE_ERRORS = (
+    rexc.OutOfMemoryError,
+    rexc.ReadOnlyError,
+    rexc.BusyLoadingError,
+    rexc.MasterDownError,
+    rexc.TryAgainError,
+)
 
 
 def map_error(exc: Exception) -> PrismLimiterError:
     """Translate a redis-py error into this library's tree (one place, raised ``from exc``)."""
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | rexc.ClusterError):
         return BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
-    if isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
-        return BackendUnavailable(f"Redis refused the operation: {exc}")
+    if isinstance(exc, _UNAVAILABLE_ERRORS) or (
+        isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
+    ):
+        return BackendUnavailable(f"Redis refused the operation ({type(exc).__name__}): {exc}")
     return PrismLimiterError(f"unexpected Redis error: {type(exc).__name__}: {exc}")
 
 
