@@ -96,7 +96,10 @@ for i = 1, n do
   local iid = cfg.iid
   view.dirty = view.dirty or view.spec ~= view.stored_spec
   budget_commit(view)
-  redis.call('HSET', K_BUDGETS, iid .. '|c', cfg.cap, iid .. '|t', cfg.thresholds, iid .. '|n', cfg.name)
+  if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name then
+    redis.call('HSET', K_BUDGETS, iid .. '|c', cfg.cap, iid .. '|t', cfg.thresholds,
+      iid .. '|n', cfg.name)
+  end
   local held = redis.call('HINCRBY', K_BUDGETS, iid .. '|h', hold)
   iids[i], flags[i] = iid, cfg.charge
   local r = #reply
