@@ -31,6 +31,8 @@ lint: $(STAMP)
 
 bench: $(STAMP) check-redis
 	$(BIN)/python benchmarks/reserve_settle.py
+	$(BIN)/python benchmarks/limits_scaling.py
+	$(BIN)/python benchmarks/async_throughput.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
