@@ -26,3 +26,21 @@ def test_error_tree() -> None:
     assert issubclass(errors.PolicyError, ValueError)
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.PrismLimiterError)
+
+
+def test_sync_and_async_faces_have_the_same_methods() -> None:
+    """Every public method of Limiter exists on AsyncLimiter (close is aclose there)."""
+    import inspect
+
+    from prism_limiter import AsyncLimiter, AsyncReservation, Limiter, Reservation
+
+    def public(cls: type) -> set[str]:
+        return {n for n in dir(cls) if not n.startswith("_")}
+
+    assert public(Limiter) - {"close"} == public(AsyncLimiter) - {"aclose"}
+    assert public(Reservation) == public(AsyncReservation)
+    for name in public(Limiter) - {"close", "from_url", "client", "namespace", "audit_key"}:
+        sync_sig = inspect.signature(getattr(Limiter, name))
+        async_sig = inspect.signature(getattr(AsyncLimiter, name))
+        assert sync_sig.parameters.keys() == async_sig.parameters.keys(), name
+        assert inspect.iscoroutinefunction(getattr(AsyncLimiter, name)), name
