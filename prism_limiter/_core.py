@@ -35,13 +35,13 @@ from prism_limiter._replies import (
     budget_states,
     decision_from_reply,
     record_hold,
+    record_model,
     settlement,
 )
 from prism_limiter._report import build_report, usage_days
 from prism_limiter._rules import BudgetMatch, ProjectRules
 from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimiterError
 
-FS = "\x1f"
 _MAX_STALE_RETRIES = 3
 FailureMode = Literal["closed", "open"]
 
@@ -311,7 +311,7 @@ class LimiterCore:
                     f"reservation {rid!r} is unknown in project {project!r}; pass model= (and"
                     " tags=) to book it anyway"
                 )
-            model = text(raw).split(FS)[4]
+            model = record_model(raw)
         if held is not None:
             price, budgets = held.price, held.budgets
         else:

@@ -15,6 +15,9 @@ from urllib.parse import quote, unquote
 
 # Fields are "<part>|<suffix>"; parts are "<name>=<escaped value>" joined by "&".
 _SAFE = "-_.~:@/"
+# Inside values the scripts split: FS between the fields of a hold record, LS between list items.
+FS = "\x1f"
+LS = "\x1e"
 
 
 def escape(value: str) -> str:

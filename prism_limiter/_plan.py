@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass
 
 from prism_limiter import _validate
-from prism_limiter._keys import usage_dimensions
+from prism_limiter._keys import LS, usage_dimensions
 from prism_limiter._pricing import ModelPrice
-from prism_limiter._rules import LS, BudgetMatch, ProjectRules
+from prism_limiter._rules import BudgetMatch, ProjectRules
 from prism_limiter.errors import InvalidRequest
 
 DEFAULT_HOLD_TTL_S = 600.0

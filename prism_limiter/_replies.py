@@ -6,13 +6,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from prism_limiter._keys import FS, LS
 from prism_limiter._money import nano_to_usd
 from prism_limiter._protocol import as_int, text
 from prism_limiter._records import BudgetState, BudgetWarning, Decision, Settlement
-from prism_limiter._rules import LS, BudgetMatch
+from prism_limiter._rules import BudgetMatch
 from prism_limiter.errors import InvalidRequest
-
-FS = "\x1f"
 
 
 def ts(seconds: Any) -> datetime | None:
@@ -148,6 +147,11 @@ def rate_denial(make: Callable[..., Decision], reply: list[Any]) -> Decision:
         retry_after_s=retry_ms / 1000 if retry_ms >= 0 else None,
         message=message,
     )
+
+
+def record_model(raw: Any) -> str:
+    """The model of a stored hold record."""
+    return text(raw).split(FS)[4]
 
 
 def record_hold(reply: list[Any]) -> int:

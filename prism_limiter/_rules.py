@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from prism_limiter import _validate
-from prism_limiter._keys import instance_id
+from prism_limiter._keys import LS, instance_id
 from prism_limiter._money import usd_to_nano
 from prism_limiter._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
 from prism_limiter._pricing import PRICES, ModelPrice, from_mtok
 from prism_limiter.errors import InvalidRequest
-
-LS = "\x1e"
 
 
 @dataclass(frozen=True, slots=True)
