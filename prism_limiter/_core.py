@@ -12,16 +12,15 @@ from typing import Any, Literal
 
 import msgspec
 
-from prism_limiter import _tz, _validate
+from prism_limiter import _validate
 from prism_limiter._keys import (
     ProjectKeys,
-    global_policy_key,
-    projects_key,
 )
 from prism_limiter._log import logger
 from prism_limiter._money import nano_to_usd, usd_to_nano
 from prism_limiter._plan import Request, plan_reserve, request, settle_fallback
-from prism_limiter._policy import Policy, decode_project, encode_project
+from prism_limiter._policy import Policy
+from prism_limiter._policy_store import PolicyStore
 from prism_limiter._pricing import ModelPrice, TokenUsage
 from prism_limiter._protocol import Command, Op, Script, as_int, text
 from prism_limiter._records import (
@@ -34,7 +33,6 @@ from prism_limiter._records import (
 from prism_limiter._replies import (
     budget_states,
     decision_from_reply,
-    record_hold,
     record_model,
     settlement,
 )
@@ -67,7 +65,6 @@ class Held:
     tags: dict[str, str]
     est_tokens: int
     max_output_tokens: int
-    hold_nano: int
     price: ModelPrice | None
     budgets: list[BudgetMatch]
     decision: Decision
@@ -80,8 +77,8 @@ class LimiterCore:
     def __init__(self, settings: Settings) -> None:
         _validate.name("namespace", settings.namespace)
         self.settings = settings
-        self._rules: dict[str, ProjectRules] = {}
         self._keys: dict[str, ProjectKeys] = {}
+        self.policies = PolicyStore(settings.namespace, settings.audit_maxlen, self.keys)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -119,59 +116,10 @@ class LimiterCore:
     # -- policy -----------------------------------------------------------------------------
 
     def apply_policy(self, policy: Policy, actor: str) -> Op[int]:
-        """Store ``policy`` under a new version for every listed and every known project."""
-        actor = _validate.text("actor", actor)
-        ns = self.settings.namespace
-        doc = msgspec.json.encode(policy).decode()
-        version = as_int((yield Script("bump_policy", [global_policy_key(ns)], [doc, actor])))
-        if policy.projects:
-            yield Command(("SADD", projects_key(ns), *policy.projects))
-        known = yield Command(("SMEMBERS", projects_key(ns)))
-        for project in sorted({text(p) for p in known}):
-            yield from self._store_project(project, policy, version, actor)
-        self._rules.clear()
-        logger.info("prism.policy.applied", version=version, actor=actor)
-        return version
-
-    def _store_project(self, project: str, policy: Policy, version: int, actor: str) -> Op[None]:
-        keys = self.keys(project)
-        pp = policy.for_project(project)
-        zones = _tz.for_zones({b.timezone for b in pp.budgets} if pp else set())
-        args: list[str | int] = [
-            project,
-            self.settings.audit_maxlen,
-            version,
-            encode_project(pp).decode() if pp else "",
-            actor,
-            len(zones),
-        ]
-        for zone, table in zones:
-            args += [zone, table]
-        yield Script("apply_policy", [keys.policy, keys.audit], args)
+        return (yield from self.policies.apply(policy, actor))
 
     def rules(self, project: str) -> Op[ProjectRules]:
-        """The project's compiled policy, loaded on first use and after a stale reply."""
-        cached = self._rules.get(project)
-        if cached is not None:
-            return cached
-        keys = self.keys(project)
-        version, doc = yield Command(("HMGET", keys.policy, "v", "doc"))
-        if version is None:  # first request of a project the policy does not list
-            ns = self.settings.namespace
-            yield Command(("SADD", projects_key(ns), project))
-            gversion, gdoc = yield Command(("HMGET", global_policy_key(ns), "v", "doc"))
-            if gversion is not None:
-                policy = msgspec.json.decode(gdoc, type=Policy)
-                yield from self._store_project(project, policy, as_int(gversion), "defaults")
-                version, doc = yield Command(("HMGET", keys.policy, "v", "doc"))
-        policy_doc = text(doc) if doc is not None else ""
-        rules = ProjectRules(
-            project,
-            decode_project(policy_doc.encode()) if policy_doc else None,
-            as_int(version) if version is not None else 0,
-        )
-        self._rules[project] = rules
-        return rules
+        return (yield from self.policies.rules(project))
 
     # -- reserve ----------------------------------------------------------------------------
 
@@ -207,7 +155,7 @@ class LimiterCore:
             kind = self._check_reply(reply)
             if kind == "stale":
                 logger.debug("prism.policy.stale", project=req.project, version=rules.version)
-                self._rules.pop(req.project, None)
+                self.policies.forget(req.project)
                 continue
             decision = decision_from_reply(
                 kind=kind,
@@ -224,7 +172,6 @@ class LimiterCore:
                 req.tags,
                 req.est_tokens,
                 plan.out_tokens,
-                record_hold(reply) if decision.replayed else plan.hold_nano,
                 plan.price,
                 plan.budgets,
                 decision,
@@ -257,7 +204,6 @@ class LimiterCore:
             req.tags,
             req.est_tokens,
             req.max_output_tokens or 0,
-            0,
             None,
             [],
             decision,

@@ -7,7 +7,6 @@ request is rounded to zero; each request's cost is rounded *up* to the next nano
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 
 from prism_limiter.errors import InvalidRequest
@@ -33,11 +32,3 @@ def nano_to_usd(nano: int) -> float:
 
 def pico_to_nano_ceil(pico: int) -> int:
     return -(-pico // 1000)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

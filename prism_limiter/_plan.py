@@ -63,9 +63,10 @@ def tags_json(tags: dict[str, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ReservePlan:
+    """What a reserve sends, and what its reservation keeps for settling without a lookup."""
+
     out_tokens: int
     price: ModelPrice | None
-    hold_nano: int
     budgets: list[BudgetMatch]
     args: list[str | int]
 
@@ -108,7 +109,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     args.append(len(limits))
     for lim in limits:
         args += lim.script_args()
-    return ReservePlan(out_tokens, price, hold, budgets, args)
+    return ReservePlan(out_tokens, price, budgets, args)
 
 
 def settle_fallback(

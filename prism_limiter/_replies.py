@@ -154,10 +154,6 @@ def record_model(raw: Any) -> str:
     return text(raw).split(FS)[4]
 
 
-def record_hold(reply: list[Any]) -> int:
-    return int(text(reply[1]).split(FS)[1])
-
-
 def settlement(rid: str, reply: list[Any]) -> Settlement:
     """The outcome of a settle reply."""
     _, cost_n, hold_n, first, before, over = reply
