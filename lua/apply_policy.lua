@@ -6,17 +6,21 @@
 -- ARGV[5] actor   ARGV[6] number of zones n, then n pairs: zone, "<utc s>:<offset s>,..."
 -- Reply: {"applied", version} or {"kept", stored version} when the stored one is as new or newer.
 
-local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-local version = tonumber(ARGV[3])
+local version, maxlen, zones = tonumber(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[6])
+if not (version and maxlen and zones and ARGV[4] and ARGV[5]) then return {'badargs', 'apply'} end
+for i = 1, zones do
+  if not (ARGV[5 + 2 * i] and ARGV[6 + 2 * i]) then return {'badargs', 'zone ' .. i} end
+end
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') or 0
 if current >= version then return {'kept', current} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', version, 'doc', ARGV[4], 'actor', ARGV[5], 'ts_ms', now_ms)
-for i = 1, tonumber(ARGV[6]) do
+for i = 1, zones do
   redis.call('HSET', KEYS[1], 'tz:' .. ARGV[5 + 2 * i], ARGV[6 + 2 * i])
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'event', 'policy.applied',
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', 'policy.applied',
   'project', ARGV[1], 'ts_ms', now_ms, 'version', version, 'actor', ARGV[5],
   'reason', ARGV[4] == '' and 'no-policy' or 'applied')
 return {'applied', version}

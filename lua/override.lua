@@ -9,18 +9,24 @@
 --   ARGV[11] actor (who approved it)   ARGV[12] reason
 -- A grant replaces any override of the instance. While it lasts, reserves may use
 -- cap + extra; a reserve that fits only thanks to it is audited override.used.
--- Reply: {"granted", until ms} | {"revoked", 1 (there was one) or 0}
+-- Reply: {"granted", until ms} | {"revoked", 1 (there was one) or 0} | {"badargs", what}
 
-local iid, label, mode = ARGV[6], ARGV[7], ARGV[8]
+if BAD_HEAD then return {'badargs', 'head'} end
+local iid, label, mode, actor, reason = ARGV[6], ARGV[7], ARGV[8], ARGV[11], ARGV[12]
+local extra, lifetime_ms = int(ARGV[9]), int(ARGV[10])
+if not (iid and label and actor and reason and extra and extra >= 0 and lifetime_ms
+  and (mode == 'grant' or mode == 'revoke')) then
+  return {'badargs', 'override'}
+end
 local nb = split(label, LS)
 if mode == 'grant' then
-  local extra, until_ms = tonumber(ARGV[9]), NOW_MS + tonumber(ARGV[10])
-  redis.call('HSET', K_BUDGETS, iid .. '|o', extra, iid .. '|ou', until_ms, iid .. '|n', label)
+  local until_ms = NOW_MS + lifetime_ms
+  W('HSET', K_BUDGETS, iid .. '|o', extra, iid .. '|ou', until_ms, iid .. '|n', label)
   audit('override.granted', {'budget', nb[1], 'split', nb[2] or '', 'amount_usd', usd(extra),
-    'until_ms', until_ms, 'actor', ARGV[11], 'reason', ARGV[12]})
+    'until_ms', until_ms, 'actor', actor, 'reason', reason})
   return {'granted', until_ms}
 end
-local had = redis.call('HDEL', K_BUDGETS, iid .. '|o', iid .. '|ou')
-audit('override.revoked', {'budget', nb[1], 'split', nb[2] or '', 'actor', ARGV[11],
-  'reason', ARGV[12]})
+local had = W('HDEL', K_BUDGETS, iid .. '|o', iid .. '|ou')
+audit('override.revoked', {'budget', nb[1], 'split', nb[2] or '', 'actor', actor,
+  'reason', reason})
 return {'revoked', had > 0 and 1 or 0}

@@ -5,19 +5,22 @@
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  reservation id
 -- Reply: {"released", state before} (state before H: this call released it; S, R, X or E: the
---        hold had already ended and nothing changed), or {"unknown"}.
+--        hold had already ended and nothing changed), {"unknown"}, {"damaged"} (the id's
+--        record is unreadable: nothing changed) or {"badargs", what}.
 
+if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
 local rid = ARGV[6]
+if not rid then return {'badargs', 'release'} end
 local raw = redis.call('HGET', K_HOLDS, rid)
 if not raw then return {'unknown'} end
 local rec = rec_decode(raw)
+if not rec then return {'damaged'} end
 if rec[R_STATE] ~= 'H' then return {'released', rec[R_STATE]} end
 local hold = num(rec[R_HOLD])
-for _, iid in ipairs(split(rec[R_IIDS], LS)) do
-  redis.call('HINCRBY', K_BUDGETS, iid .. '|h', -hold)
-end
+for _, iid in ipairs(split(rec[R_IIDS], LS)) do budget_post(iid, hold, 0, rid, rec[R_MODEL]) end
 -- The call did not complete: its tokens go back to the buckets (a late settle takes them again).
-for _, r in ipairs(split(rec[R_RATES], LS)) do rate_return(r, num(rec[R_RATE_TOKENS]), true) end
+local rate_tokens = num(rec[R_RATE_TOKENS])
+for _, r in ipairs(rec_rates(rec)) do rate_return(r[1], rate_tokens, true, r[2]) end
 rec_finish(rid, rec, 'R', 0)
 return {'released', 'H'}

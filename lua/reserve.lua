@@ -25,37 +25,72 @@
 -- Reply, one of:
 --   {"stale", current version}                   the caller must reload the policy and retry
 --   {"clock", server s}                           the caller's clock is more than a day off
---   {"dup", record, now ms}                       this id is known: nothing changed
+--   {"badargs", what}                             malformed ARGV: nothing was read or written
+--   {"dup", record, now ms}                       this id holds now (a retry): nothing changed
+--   {"ended", state}                              this id's hold already ended (S, R, X, E): a
+--                                                 new attempt needs a new id; nothing changed
+--   {"damaged"}                                   this id's record is unreadable: nothing changed
 --   {"denied", "model", reason}
 --   {"denied", "budget", budget, split, cap, spent, held, hold, period start s, period end s}
 --   {"denied", "rate", limit, split, kind (rpm, tpm, tpm-too-large, concurrency),
 --    retry after ms (-1: no time can be promised), the limit's value}
 --   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap, start s, end s}
 
+if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
+
+-- Every argument is checked before anything is read or written.
+local rid, denial, model, tags = ARGV[7], ARGV[8], ARGV[11], ARGV[12]
+local hold, lease_ms = int(ARGV[9]), int(ARGV[10])
+local est_in, est_out, n = int(ARGV[14]), int(ARGV[15]), int(ARGV[17])
+if not (rid and denial and model and tags and ARGV[13] and ARGV[16] and hold and hold >= 0
+  and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0
+  and n and n >= 0) then
+  return {'badargs', 'reserve'}
+end
+local configs = {}
+for i = 1, n do
+  local base = 17 + (i - 1) * 6
+  local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = int(ARGV[base + 3]),
+    thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6]}
+  if not (cfg.iid and cfg.name and cfg.cap and cfg.cap >= 0 and cfg.thresholds
+    and spec_ok(cfg.spec) and (cfg.charge == '0' or cfg.charge == '1')) then
+    return {'badargs', 'budget ' .. i}
+  end
+  configs[i] = cfg
+end
+local rbase = 18 + n * 6
+local m = int(ARGV[rbase])
+if not (m and m >= 0) then return {'badargs', 'rate count'} end
+local rconfigs = {}
+for i = 1, m do
+  local base = rbase + (i - 1) * 3
+  local rc = {iid = ARGV[base + 1], name = ARGV[base + 2], raw = ARGV[base + 3]}
+  if not (rc.iid and rc.name and rate_cfg(rc.raw)) then return {'badargs', 'rate ' .. i} end
+  rconfigs[i] = rc
+end
+
 local version = redis.call('HGET', K_POLICY, 'v') or '0'
 if version ~= ARGV[6] then return {'stale', version} end
 
-local rid = ARGV[7]
 local existing = redis.call('HGET', K_HOLDS, rid)
-if existing then return {'dup', existing, NOW_MS} end
+if existing then
+  local rec = rec_decode(existing)
+  if not rec then return {'damaged'} end
+  if rec[R_STATE] ~= 'H' then return {'ended', rec[R_STATE]} end
+  return {'dup', existing, NOW_MS}
+end
 
 housekeeping(SWEEP_BATCH)
 
-local denial, hold, lease_ms, model, tags = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]),
-  ARGV[11], ARGV[12]
 if denial ~= '' then
   audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
   return {'denied', 'model', denial}
 end
 
 -- Compute everything before the first write: a denial changes no budget.
-local n = tonumber(ARGV[17])
-local views, configs = {}, {}
-for i = 1, n do
-  local base = 17 + (i - 1) * 6
-  local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = tonumber(ARGV[base + 3]),
-    thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6]}
+local views = {}
+for i, cfg in ipairs(configs) do
   local view = budget_view(cfg.iid, cfg.spec)
   local cap = cfg.cap + view.extra
   if view.spent + view.held + hold > cap then
@@ -66,19 +101,16 @@ for i = 1, n do
     return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
   end
   cfg.overridden = view.spent + view.held + hold > cfg.cap
-  views[i], configs[i] = view, cfg
+  views[i] = view
 end
 
-local rbase = 18 + n * 6
-local m = tonumber(ARGV[rbase])
-local tokens = tonumber(ARGV[14]) + tonumber(ARGV[15])
+local tokens = est_in + est_out
 local rviews = {}
-for i = 1, m do
-  local base = rbase + (i - 1) * 3
-  local rview = rate_view(ARGV[base + 1], ARGV[base + 3])
+for i, rc in ipairs(rconfigs) do
+  local rview = rate_view(rc.iid, rc.raw)
   local kind, retry_ms = rate_check(rview, tokens)
   if kind then
-    local nb = split(ARGV[base + 2], LS)
+    local nb = split(rc.name, LS)
     local c = rview.cfg
     local value = c.maxc
     if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
@@ -91,19 +123,17 @@ end
 
 local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
 local iids, flags = {}, {}
-for i = 1, n do
-  local view, cfg = views[i], configs[i]
-  local iid = cfg.iid
-  view.dirty = view.dirty or view.spec ~= view.stored_spec
-  budget_commit(view)
+for i, cfg in ipairs(configs) do
+  local view = views[i]
+  local more = nil
   if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name then
-    redis.call('HSET', K_BUDGETS, iid .. '|c', cfg.cap, iid .. '|t', cfg.thresholds,
-      iid .. '|n', cfg.name)
+    more = {cfg.iid .. '|c', cfg.cap, cfg.iid .. '|t', cfg.thresholds, cfg.iid .. '|n', cfg.name}
   end
-  local held = redis.call('HINCRBY', K_BUDGETS, iid .. '|h', hold)
-  iids[i], flags[i] = iid, cfg.charge
+  view.held = view.held + hold
+  budget_save(view, rid, model, false, more)
+  iids[i], flags[i] = cfg.iid, cfg.charge
   local r = #reply
-  reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, held, cfg.cap + view.extra
+  reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
   reply[r + 4], reply[r + 5] = view.p, view.e
   if cfg.overridden then
     local nb = split(cfg.name, LS)
@@ -113,16 +143,17 @@ for i = 1, n do
   end
 end
 
-local rids = {}
-for i = 1, m do
+local rids, rcfgs = {}, {}
+for i, rc in ipairs(rconfigs) do
   rate_take(rviews[i], tokens)
-  rids[i] = rviews[i].iid
+  rids[i], rcfgs[i] = rc.iid, rc.raw
 end
 
 local rec = {'H', hold, NOW_MS + lease_ms, NOW_MS, model, table.concat(iids, LS),
-  table.concat(flags), ARGV[13], tags, ARGV[14], ARGV[15], '', '', table.concat(rids, LS), tokens}
-redis.call('HSET', K_HOLDS, rid, rec_encode(rec))
-redis.call('ZADD', K_LEASES, NOW_MS + lease_ms, rid)
+  table.concat(flags), ARGV[13], tags, est_in, est_out, '', '', table.concat(rids, LS), tokens,
+  table.concat(rcfgs, LS)}
+W('HSET', K_HOLDS, rid, rec_encode(rec))
+W('ZADD', K_LEASES, NOW_MS + lease_ms, rid)
 if string.find(ARGV[16], 'u', 1, true) then
   audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
 end

@@ -10,61 +10,72 @@
 --            model, and then ARGV[13] tags JSON, ARGV[14] attribution rows (\30), ARGV[15] n
 --            budget instances and 6 values each as in reserve.lua
 -- Reply, one of:
+--   {"badargs", what}    malformed ARGV: nothing was read or written
 --   {"clock", server s}
 --   {"unknown"}
+--   {"damaged"}          the id's record is unreadable: nothing changed
 --   {"settled", cost, hold, first (1/0), state before, over the hold (1/0)}
 --     state before: H held, S settled (nothing changed: the first cost is returned),
 --     R released / X expired-charged / E expired-released (a late settle, booked as a
 --     correction), U unknown id booked from ARGV[12..]
 
+if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
 
-local rid, cost = ARGV[6], tonumber(ARGV[7])
-local t_in, t_out, t_cr, t_cw = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]),
-  tonumber(ARGV[11])
+local rid, cost = ARGV[6], int(ARGV[7])
+local t_in, t_out, t_cr, t_cw = int(ARGV[8]), int(ARGV[9]), int(ARGV[10]), int(ARGV[11])
+if not (rid and cost and cost >= 0 and t_in and t_in >= 0 and t_out and t_out >= 0
+  and t_cr and t_cr >= 0 and t_cw and t_cw >= 0 and ARGV[12]) then
+  return {'badargs', 'settle'}
+end
 local raw = redis.call('HGET', K_HOLDS, rid)
 
 if not raw then
   if ARGV[12] == '' then return {'unknown'} end
-  local model, tags, dims = ARGV[12], ARGV[13], ARGV[14]
-  local n = tonumber(ARGV[15])
-  local iids = {}
+  local model, tags, dims, n = ARGV[12], ARGV[13], ARGV[14], int(ARGV[15])
+  if not (tags and dims and n and n >= 0) then return {'badargs', 'fallback'} end
+  local configs = {}
   for i = 1, n do
     local base = 15 + (i - 1) * 6
-    local iid = ARGV[base + 1]
-    local view = budget_view(iid, ARGV[base + 5])
-    view.dirty = true
-    budget_commit(view)
-    redis.call('HSET', K_BUDGETS, iid .. '|c', ARGV[base + 3], iid .. '|t', ARGV[base + 4],
-      iid .. '|n', ARGV[base + 2])
-    budget_charge(iid, cost, rid, model)
-    iids[i] = iid
+    local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = int(ARGV[base + 3]),
+      thresholds = ARGV[base + 4], spec = ARGV[base + 5]}
+    if not (cfg.iid and cfg.name and cfg.cap and cfg.thresholds and spec_ok(cfg.spec)) then
+      return {'badargs', 'budget ' .. i}
+    end
+    configs[i] = cfg
+  end
+  local iids = {}
+  for i, cfg in ipairs(configs) do
+    local view = budget_view(cfg.iid, cfg.spec)
+    view.cap, view.thresholds, view.name = cfg.cap, cfg.thresholds, cfg.name
+    view.spent = view.spent + cost
+    budget_save(view, rid, model, true,
+      {cfg.iid .. '|c', cfg.cap, cfg.iid .. '|t', cfg.thresholds, cfg.iid .. '|n', cfg.name})
+    iids[i] = cfg.iid
   end
   book_usage(split(dims, LS), cost, 1, t_in, t_out, t_cr, t_cw, 0)
   local rec = {'S', 0, NOW_MS, NOW_MS, model, table.concat(iids, LS), '', dims, tags, '', '', cost,
-    NOW_MS, '', 0}
-  redis.call('HSET', K_HOLDS, rid, rec_encode(rec))
-  redis.call('ZADD', K_DONE, NOW_MS, rid)
+    NOW_MS, '', 0, ''}
+  W('HSET', K_HOLDS, rid, rec_encode(rec))
+  W('ZADD', K_DONE, NOW_MS, rid)
   audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),
     'budget', table.concat(iids, ','), 'reason', 'unknown-reservation'})
   return {'settled', cost, 0, 1, 'U', 0}
 end
 
 local rec = rec_decode(raw)
+if not rec then return {'damaged'} end
 local state, hold = rec[R_STATE], num(rec[R_HOLD])
 if state == 'S' then return {'settled', num(rec[R_COST]), hold, 0, 'S', 0} end
 
 local iids = split(rec[R_IIDS], LS)
 local dims = split(rec[R_DIMS], LS)
+local rates = rec_rates(rec)
+local rate_tokens = num(rec[R_RATE_TOKENS])
 if state == 'H' then
-  for _, iid in ipairs(iids) do
-    redis.call('HINCRBY', K_BUDGETS, iid .. '|h', -hold)
-    budget_charge(iid, cost, rid, rec[R_MODEL])
-  end
+  for _, iid in ipairs(iids) do budget_post(iid, hold, cost, rid, rec[R_MODEL]) end
   book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
-  for _, r in ipairs(split(rec[R_RATES], LS)) do
-    rate_return(r, num(rec[R_RATE_TOKENS]) - (t_in + t_out), true)
-  end
+  for _, r in ipairs(rates) do rate_return(r[1], rate_tokens - (t_in + t_out), true, r[2]) end
   rec_finish(rid, rec, 'S', cost)
   local over = 0
   if cost > hold then
@@ -82,7 +93,7 @@ if state == 'X' then charged_before = hold end
 for i, iid in ipairs(iids) do
   local booked = 0
   if state == 'X' and string.sub(rec[R_CHARGE], i, i) == '1' then booked = hold end
-  budget_charge(iid, cost - booked, rid, rec[R_MODEL])
+  budget_post(iid, 0, cost - booked, rid, rec[R_MODEL])
 end
 -- The expiry already counted the request in attribution; a correction adds no request.
 local requests = 1
@@ -90,9 +101,9 @@ if state == 'X' then requests = 0 end
 book_usage(dims, cost - charged_before, requests, t_in, t_out, t_cr, t_cw, 0)
 -- A release gave every token back; an expiry kept the charged ones. Correct to the actual.
 local given_back = 0
-if state == 'R' then given_back = num(rec[R_RATE_TOKENS]) end
-for _, r in ipairs(split(rec[R_RATES], LS)) do
-  rate_return(r, num(rec[R_RATE_TOKENS]) - given_back - (t_in + t_out), false)
+if state == 'R' then given_back = rate_tokens end
+for _, r in ipairs(rates) do
+  rate_return(r[1], rate_tokens - given_back - (t_in + t_out), false, r[2])
 end
 rec_finish(rid, rec, 'S', cost)
 audit('settle.late', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],

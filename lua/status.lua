@@ -9,6 +9,7 @@
 --         instance id, "budget\30split", cap (nUSD, override included), spent, held,
 --         period start s, period end s (0 = never), override extra (nUSD)}
 
+if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
 housekeeping(SWEEP_BATCH)
 local reply = {'status', NOW_S, redis.call('ZCARD', K_LEASES)}

@@ -111,6 +111,13 @@ class LimiterCore:
                 "this host's clock differs from the Redis server's by more than a day"
                 f" (server time {as_int(reply[1])})"
             )
+        if kind == "badargs":  # a script refused its arguments before reading anything
+            raise PrismLimiterError(f"a script refused malformed arguments ({text(reply[1])})")
+        if kind == "damaged":
+            raise PrismLimiterError(
+                "the stored record of this reservation is unreadable (edited by hand?);"
+                " nothing was changed"
+            )
         return kind
 
     # -- policy -----------------------------------------------------------------------------

@@ -37,6 +37,12 @@ def decision_from_reply(
     def make(**fields: Any) -> Decision:
         return Decision(project=project, model=model, reservation_id=rid, **fields)
 
+    if kind == "ended":
+        ended = {"S": "settled", "R": "released", "X": "expired", "E": "expired"}
+        raise InvalidRequest(
+            f"reservation {rid!r} already ended ({ended.get(text(reply[1]), 'ended')}): a"
+            " retry of a lost reply replays a live hold, but a new attempt needs a new id"
+        )
     if kind == "dup":
         rec = text(reply[1]).split(FS)
         if rec[4] != model:

@@ -20,13 +20,33 @@
 --            (reserve, sweep and status do this upkeep; settle and release only touch their id)
 -- Money is integer nano-dollars (nUSD, 1e-9 USD) everywhere; times come from the server clock.
 
+-- Stored values are read strictly: an integer field holding anything else ("", "1.5", "nan",
+-- "1e5") reads as nil, never as an error later. Every script computes from such reads and
+-- validated ARGV first and only then writes, so no call below can fail after a write.
+local function int(v)
+  if type(v) == 'number' then
+    if v == v and v > -9007199254740992 and v < 9007199254740992 and v == math.floor(v) then
+      return v
+    end
+    return nil
+  end
+  if type(v) ~= 'string' or not string.match(v, '^-?%d+$') or #v > 16 then return nil end
+  return tonumber(v)
+end
+
+local function num(v)
+  return int(v) or 0
+end
+
 local K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_LEASES, K_DONE, K_AUDIT = KEYS[5], KEYS[6], KEYS[7]
 local PROJECT = ARGV[1]
-local AUDIT_MAXLEN = tonumber(ARGV[2])
-local USAGE_TTL_S = tonumber(ARGV[3])
-local RETENTION_MS = tonumber(ARGV[4])
-local SWEEP_BATCH = tonumber(ARGV[5])
+local AUDIT_MAXLEN = int(ARGV[2])
+local USAGE_TTL_S = int(ARGV[3])
+local RETENTION_MS = int(ARGV[4])
+local SWEEP_BATCH = int(ARGV[5])
+-- A script refuses a malformed head (reply {"badargs", ...}) before it reads or writes.
+local BAD_HEAD = not (AUDIT_MAXLEN and USAGE_TTL_S and RETENTION_MS and SWEEP_BATCH)
 local FS, LS = '\31', '\30'
 
 local _t = redis.call('TIME')
@@ -45,19 +65,30 @@ local function split(s, sep)
   end
 end
 
+-- An integer as exact text: Lua would write 1.2345677552675e+14 or -0 (which HINCRBY and a
+-- later parse refuse); '%d' writes every integer below 2^53 exactly.
+local function I(n)
+  return string.format('%d', n)
+end
+
+-- redis.call for writes: numbers go out as exact integer text.
+local function W(...)
+  local args = {...}
+  for i = 1, select('#', ...) do
+    if type(args[i]) == 'number' then args[i] = I(args[i]) end
+  end
+  return redis.call(unpack(args, 1, select('#', ...)))
+end
+
 -- nUSD integer -> decimal USD string, exact ("0.000123450").
 local function usd(n)
-  n = tonumber(n) or 0
+  n = num(n)
   local sign = ''
   if n < 0 then sign = '-'; n = -n end
   return string.format('%s%d.%09d', sign, math.floor(n / 1e9), n % 1e9)
 end
 
 local function audit(event, fields)
-  redis.call('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*',
+  W('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*',
     'event', event, 'project', PROJECT, 'ts_ms', NOW_MS, unpack(fields))
-end
-
-local function num(v)
-  return tonumber(v) or 0
 end

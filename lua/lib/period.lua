@@ -75,7 +75,18 @@ local function utc_day(now_s)
   return string.format('%04d%02d%02d', y, m, d)
 end
 
+local PERIOD_KINDS = {day = true, week = true, month = true, quarter = true, year = true,
+  total = true}
+
+-- Whether a period spec can be computed (a stored spec may be damaged: it is then ignored).
+local function spec_ok(spec)
+  if type(spec) ~= 'string' then return false end
+  local kind = string.match(spec, '^(%a+):[01]:.+$')
+  return kind ~= nil and PERIOD_KINDS[kind] == true
+end
+
 -- Returns start_s, end_s of the period holding now_s; total gives 0, 0 (never ends).
+-- spec must pass spec_ok.
 local function period_bounds(spec, now_s)
   local kind, week, zone = string.match(spec, '^(%a+):(%d):(.+)$')
   if kind == 'total' then return 0, 0 end
