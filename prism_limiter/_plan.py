@@ -23,6 +23,7 @@ class Request:
     model: str
     est_tokens: int
     max_output_tokens: int | None
+    max_cache_write_tokens: int | None
     tags: dict[str, str]
     ttl_s: float | None
     reservation_id: str
@@ -35,6 +36,7 @@ def request(
     est_tokens: object,
     *,
     max_output_tokens: object,
+    max_cache_write_tokens: object = None,
     tags: object,
     ttl_s: object,
     reservation_id: object,
@@ -48,6 +50,9 @@ def request(
         max_output_tokens=None
         if max_output_tokens is None
         else _validate.tokens("max_output_tokens", max_output_tokens),
+        max_cache_write_tokens=None
+        if max_cache_write_tokens is None
+        else _validate.tokens("max_cache_write_tokens", max_cache_write_tokens),
         tags=_validate.tags(tags),
         ttl_s=None if ttl_s is None else _validate.seconds("ttl_s", ttl_s),
         reservation_id=uuid.uuid4().hex
@@ -69,6 +74,7 @@ class ReservePlan:
     price: ModelPrice | None
     budgets: list[BudgetMatch]
     args: list[str | int]
+    denial: str | None
 
 
 def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
@@ -86,7 +92,10 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
                 ' [projects.<name>.prices] or set on_unknown_price = "allow"'
             )
         flags = "u"  # allowed at cost 0, audited price.unknown
-    hold = price.hold_nano(req.est_tokens, out_tokens) if price else 0
+    writes = req.max_cache_write_tokens
+    if writes is None and pol is not None:
+        writes = pol.default_max_cache_write_tokens
+    hold = price.hold_nano(req.est_tokens, out_tokens, writes) if price else 0
     budgets = rules.budgets(req.model, req.tags) if denial is None else []
     limits = rules.rate_limits(req.model, req.tags) if denial is None else []
     ttl_s = req.ttl_s or (pol.hold_ttl_s if pol else DEFAULT_HOLD_TTL_S)
@@ -109,7 +118,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     args.append(len(limits))
     for lim in limits:
         args += lim.script_args()
-    return ReservePlan(out_tokens, price, budgets, args)
+    return ReservePlan(out_tokens, price, budgets, args, denial)
 
 
 def settle_fallback(

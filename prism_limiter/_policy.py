@@ -162,6 +162,8 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     allow_models: tuple[str, ...] = ()
     deny_models: tuple[str, ...] = ()
     default_max_output_tokens: int = 1024
+    # Input tokens a call may write to the prompt cache, for holds (None: any of them).
+    default_max_cache_write_tokens: int | None = None
     on_unknown_price: Literal["deny", "allow"] = "deny"
     hold_ttl_s: float = 600.0
     provider: str | None = None
@@ -174,6 +176,9 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         check_globs("deny_models", self.deny_models)
         if not 0 <= self.default_max_output_tokens <= _validate.MAX_TOKENS:
             raise ValueError("default_max_output_tokens must be between 0 and 100,000,000")
+        writes = self.default_max_cache_write_tokens
+        if writes is not None and not 0 <= writes <= _validate.MAX_TOKENS:
+            raise ValueError("default_max_cache_write_tokens must be between 0 and 100,000,000")
         if not 1 <= self.hold_ttl_s <= _validate.MAX_TTL_S:
             raise ValueError(f"hold_ttl_s must be between 1 and {_validate.MAX_TTL_S}")
         for model in self.prices:

@@ -99,11 +99,30 @@ class ModelPrice:
                 pico += count * c[cls].at(total_in)
         return pico_to_nano_ceil(pico)
 
-    def hold_nano(self, est_input_tokens: int, max_output_tokens: int) -> int:
-        """The upper bound held at reserve: every input token uncached, output at its maximum."""
-        return self.cost_nano(
-            TokenUsage(input_tokens=est_input_tokens, output_tokens=max_output_tokens)
-        )
+    def hold_nano(
+        self,
+        est_input_tokens: int,
+        max_output_tokens: int,
+        max_cache_write_tokens: int | None = None,
+    ) -> int:
+        """The upper bound held at reserve, whatever usage shape the provider returns.
+
+        Output is priced at its maximum. Input that may be written to the prompt cache
+        (``max_cache_write_tokens``; ``None``: all of it) is priced at the model's dearest input
+        class (a one-hour cache write costs 2x input at Anthropic), the rest at the plain input
+        rate (a cache read is never dearer). Every class at the tier ``est_input_tokens`` reaches.
+        """
+        c = self.classes
+        total = est_input_tokens
+        writes = total if max_cache_write_tokens is None else min(total, max_cache_write_tokens)
+        plain = c["input"].at(total) if "input" in c else 0
+        dearest = max((c[k].at(total) for k in _INPUT_CLASSES if k in c), default=0)
+        out = c["output"].at(total) if "output" in c else 0
+        pico = (total - writes) * plain + writes * dearest + max_output_tokens * out
+        return pico_to_nano_ceil(pico)
+
+
+_INPUT_CLASSES = ("input", "cache_read", "cache_write", "cache_write_1h")
 
 
 def _pico(value: Decimal) -> int:

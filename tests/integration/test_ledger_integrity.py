@@ -189,3 +189,54 @@ def test_negative_or_fractional_usage_is_refused(limiter: Any, rclient: Any) -> 
         r.settle(TokenUsage(input_tokens=1000.5, output_tokens=0))  # type: ignore[arg-type]
     assert r.open and r.settle(input_tokens=100, output_tokens=1).first
     assert not audit(rclient, "p", "settle.late")
+
+
+CACHE_POLICY = """
+[projects.c]
+allow_models = ["claude-*"]
+[[projects.c.budgets]]
+id = "b"
+usd = 1.0
+"""
+
+
+def test_cache_writes_cannot_push_spend_past_the_cap(limiter: Any, rclient: Any) -> None:
+    """Exact estimates whose input is all written to the one-hour cache (2x input) stay under
+    the cap: the hold prices possible cache writes at the dearest input class."""
+    limiter.apply_policy(Policy.from_toml(CACHE_POLICY))
+    admitted = 0
+    while True:
+        r = limiter.try_reserve("c", "claude-haiku-4-5", est_tokens=10_000, max_output_tokens=1000)
+        if not r.allowed:
+            break
+        admitted += 1
+        s = r.settle(
+            input_tokens=10_000,
+            output_tokens=1000,
+            cache_write_tokens=10_000,
+            cache_write_1h_tokens=10_000,
+        )
+        assert not s.over_estimate
+    assert admitted == 40  # $0.025 each: 10k x $2/MTok (1h write) + 1k x $5/MTok
+    assert spent_nano(rclient, "c", "b") <= 10**9
+    assert not audit(rclient, "c", "settle.over_estimate")
+
+
+def test_declared_cache_writes_shrink_the_hold(limiter: Any) -> None:
+    """A caller (or the policy) that declares how much input may be cached gets a smaller hold."""
+    limiter.apply_policy(Policy.from_toml(CACHE_POLICY))
+    worst = limiter.reserve("c", "claude-haiku-4-5", est_tokens=10_000, max_output_tokens=0)
+    none = limiter.reserve(
+        "c", "claude-haiku-4-5", est_tokens=10_000, max_output_tokens=0, max_cache_write_tokens=0
+    )
+    part = limiter.reserve(
+        "c", "claude-haiku-4-5", est_tokens=10_000, max_output_tokens=0, max_cache_write_tokens=4000
+    )
+    assert worst.decision.hold_usd == 0.02
+    assert none.decision.hold_usd == 0.01
+    assert part.decision.hold_usd == 0.014
+    limiter.apply_policy(
+        Policy.from_toml(CACHE_POLICY.replace("[[", "default_max_cache_write_tokens = 0\n[[", 1))
+    )
+    by_policy = limiter.reserve("c", "claude-haiku-4-5", est_tokens=10_000, max_output_tokens=0)
+    assert by_policy.decision.hold_usd == 0.01
