@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prism_limiter import _scripts, _usage
-from prism_limiter._core import FailureMode, Held, LimiterCore, Settings
+from prism_limiter._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
 from prism_limiter._log import logger
 from prism_limiter._pricing import TokenUsage
 from prism_limiter._records import Decision
@@ -34,9 +34,17 @@ class BaseLimiter:
         audit_maxlen: int = 1_000_000,
         usage_retention_days: int = 400,
         record_retention_s: int = 7 * 86400,
+        evicting_redis: EvictingRedis = "refuse",
+        max_projects: int = 10_000,
     ) -> None:
         if failure_mode not in ("closed", "open"):
             raise InvalidRequest(f"failure_mode must be 'closed' or 'open', got {failure_mode!r}")
+        if evicting_redis not in ("refuse", "warn"):
+            raise InvalidRequest(
+                f"evicting_redis must be 'refuse' or 'warn', got {evicting_redis!r}"
+            )
+        if isinstance(max_projects, bool) or not isinstance(max_projects, int) or max_projects < 1:
+            raise InvalidRequest(f"max_projects must be a positive int, got {max_projects!r}")
         self._client = client
         _warn_without_timeout(client)
         self._scripts = _scripts.register(client)
@@ -47,8 +55,12 @@ class BaseLimiter:
                 audit_maxlen=audit_maxlen,
                 usage_retention_days=usage_retention_days,
                 record_retention_s=record_retention_s,
+                evicting_redis=evicting_redis,
+                max_projects=max_projects,
             )
         )
+        if type(client).__module__.startswith("fakeredis"):
+            self._core.trust_memory_policy()  # the embedded server never evicts
 
     @property
     def client(self) -> Any:

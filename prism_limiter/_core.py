@@ -42,6 +42,7 @@ from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimite
 
 _MAX_STALE_RETRIES = 3
 FailureMode = Literal["closed", "open"]
+EvictingRedis = Literal["refuse", "warn"]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     namespace: str = "prism"
     failure_mode: FailureMode = "closed"
+    evicting_redis: EvictingRedis = "refuse"
+    max_projects: int = 10_000
     audit_maxlen: int = 1_000_000
     usage_retention_days: int = 400
     record_retention_s: int = 7 * 86400
@@ -71,6 +74,16 @@ class Held:
     finished: bool = field(default=False)
 
 
+def _config_value(reply: Any) -> str:
+    """The value of a one-parameter ``CONFIG GET`` (a dict or a flat list; a cluster node's)."""
+    if isinstance(reply, dict):
+        values = list(reply.values())
+        while values and isinstance(values[0], dict):
+            values = list(values[0].values())
+        return text(values[0]) if values else ""
+    return text(reply[1]) if isinstance(reply, list | tuple) and len(reply) > 1 else ""
+
+
 class LimiterCore:
     """State shared by every operation of one limiter: settings and the policy cache."""
 
@@ -78,7 +91,10 @@ class LimiterCore:
         _validate.name("namespace", settings.namespace)
         self.settings = settings
         self._keys: dict[str, ProjectKeys] = {}
-        self.policies = PolicyStore(settings.namespace, settings.audit_maxlen, self.keys)
+        self.policies = PolicyStore(
+            settings.namespace, settings.audit_maxlen, self.keys, settings.max_projects
+        )
+        self._memory_policy_checked = False
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -120,9 +136,49 @@ class LimiterCore:
             )
         return kind
 
+    def trust_memory_policy(self) -> None:
+        self._memory_policy_checked = True
+
+    def _preflight(self) -> Op[None]:
+        """Once per client, before its first operation: is Redis allowed to evict our keys?
+
+        Under an ``allkeys-*`` maxmemory-policy Redis may evict a budget hash, which silently
+        resets its spend to 0. Such a server is refused (``BackendUnavailable``, so the failure
+        mode applies, and checked again on the next call) unless ``evicting_redis="warn"``.
+        """
+        if self._memory_policy_checked:
+            return
+        try:
+            reply = yield Command(("CONFIG", "GET", "maxmemory-policy"))
+        except BackendUnavailable:
+            raise
+        except PrismLimiterError as exc:  # CONFIG renamed or not permitted: cannot tell
+            logger.warning("prism.redis.memory_policy_unknown", error=str(exc))
+            self._memory_policy_checked = True
+            return
+        policy = _config_value(reply)
+        if policy.startswith("allkeys-"):
+            message = (
+                f"Redis maxmemory-policy is {policy}: it may evict a budget and reset its spend"
+                " to 0; set maxmemory-policy noeviction (or pass evicting_redis='warn')"
+            )
+            if self.settings.evicting_redis == "refuse":
+                logger.error("prism.redis.evicting", maxmemory_policy=policy, action="refused")
+                raise BackendUnavailable(message)
+            logger.warning("prism.redis.evicting", maxmemory_policy=policy, action="warned")
+        elif policy.startswith("volatile-"):
+            logger.warning(
+                "prism.redis.evicting",
+                maxmemory_policy=policy,
+                action="warned",
+                hint="budgets and holds have no TTL and stay; attribution (usage:<day>) may go",
+            )
+        self._memory_policy_checked = True
+
     # -- policy -----------------------------------------------------------------------------
 
     def apply_policy(self, policy: Policy, actor: str) -> Op[int]:
+        yield from self._preflight()
         return (yield from self.policies.apply(policy, actor))
 
     def rules(self, project: str) -> Op[ProjectRules]:
@@ -137,6 +193,7 @@ class LimiterCore:
         est_tokens: int,
         *,
         max_output_tokens: int | None = None,
+        max_cache_write_tokens: int | None = None,
         tags: dict[str, str] | None = None,
         ttl_s: float | None = None,
         reservation_id: str | None = None,
@@ -147,6 +204,7 @@ class LimiterCore:
             model,
             est_tokens,
             max_output_tokens=max_output_tokens,
+            max_cache_write_tokens=max_cache_write_tokens,
             tags=tags,
             ttl_s=ttl_s,
             reservation_id=reservation_id,
@@ -154,8 +212,13 @@ class LimiterCore:
         )
         for _ in range(_MAX_STALE_RETRIES + 1):
             try:
+                yield from self._preflight()
                 rules = yield from self.rules(req.project)
                 plan = plan_reserve(rules, req)
+                if rules.unregistered and plan.denial is None:
+                    # First accepted reserve of a project [defaults] covers: store its copy.
+                    yield from self.policies.register(req.project)
+                    continue
                 reply = yield self._script("reserve", req.project, plan.args)
             except BackendUnavailable as exc:
                 return self._degraded(exc, req)
@@ -257,6 +320,7 @@ class LimiterCore:
         rid = _validate.reservation_id(reservation_id)
         tag_map = _validate.tags(tags) if held is None else held.tags
         model = _validate.model(model) if model is not None else (held.model if held else None)
+        yield from self._preflight()
         if model is None:
             raw = yield Command(("HGET", self.keys(project).prefix + "holds", rid))
             if raw is None:
@@ -298,6 +362,7 @@ class LimiterCore:
         _validate.name("project", project)
         _validate.text("actor", actor)
         _validate.text("reason", reason)
+        yield from self._preflight()
         rules = yield from self.rules(project)
         return rules.budget_instance(budget, split_value)
 
@@ -348,6 +413,7 @@ class LimiterCore:
         """Return a hold; True when this call released it, False when it had already ended."""
         project = _validate.name("project", project)
         rid = _validate.reservation_id(reservation_id)
+        yield from self._preflight()
         reply = yield self._script("release", project, [rid])
         kind = self._check_reply(reply)
         return kind == "released" and text(reply[1]) == "H"
@@ -355,6 +421,7 @@ class LimiterCore:
     def sweep(self, project: str, batch: int = 500) -> Op[int]:
         """Expire every overdue hold of ``project`` now (in batches); returns how many."""
         project = _validate.name("project", project)
+        yield from self._preflight()
         total = 0
         while True:
             reply = yield self._script("sweep", project, [], batch=batch)
@@ -365,6 +432,7 @@ class LimiterCore:
 
     def status(self, project: str) -> Op[list[BudgetState]]:
         project = _validate.name("project", project)
+        yield from self._preflight()
         reply = yield self._script("status", project, [])
         self._check_reply(reply)
         return budget_states(reply)

@@ -22,7 +22,7 @@ from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import Reservation
-from prism_limiter.errors import BackendUnavailable
+from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class Limiter(BaseLimiter):
             while True:
                 try:
                     reply = self._io(request)
-                except BackendUnavailable as exc:
+                except PrismLimiterError as exc:  # the core decides what a failure means
                     request = op.throw(exc)
                 else:
                     request = op.send(reply)
@@ -95,6 +95,7 @@ class Limiter(BaseLimiter):
         est_tokens: int,
         *,
         max_output_tokens: int | None = None,
+        max_cache_write_tokens: int | None = None,
         tags: dict[str, str] | None = None,
         ttl_s: float | None = None,
         reservation_id: str | None = None,
@@ -107,6 +108,7 @@ class Limiter(BaseLimiter):
                 model,
                 est_tokens,
                 max_output_tokens=max_output_tokens,
+                max_cache_write_tokens=max_cache_write_tokens,
                 tags=tags,
                 ttl_s=ttl_s,
                 reservation_id=reservation_id,
@@ -122,6 +124,7 @@ class Limiter(BaseLimiter):
         est_tokens: int,
         *,
         max_output_tokens: int | None = None,
+        max_cache_write_tokens: int | None = None,
         tags: dict[str, str] | None = None,
         ttl_s: float | None = None,
         reservation_id: str | None = None,
@@ -139,6 +142,7 @@ class Limiter(BaseLimiter):
             model,
             est_tokens,
             max_output_tokens=max_output_tokens,
+            max_cache_write_tokens=max_cache_write_tokens,
             tags=tags,
             ttl_s=ttl_s,
             reservation_id=reservation_id,

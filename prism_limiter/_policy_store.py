@@ -2,8 +2,11 @@
 
 ``apply`` bumps the global version (``<ns>:policy``), registers the listed projects in
 ``<ns>:projects`` and writes each known project's part, "if newer", into its own hash tag.
-A project first seen later (covered by ``[defaults]``) registers itself before it reads the
-global document, so an ``apply`` running at the same time reaches it either way.
+
+A project the document does not list is planned from ``[defaults]`` read-only; only when one of
+its reserves is about to be accepted does it register (at most ``max_projects`` in the set) and
+store its copy, so a rejected call writes nothing. It registers before it reads the global
+document again, so an ``apply`` running at the same time reaches it either way.
 """
 
 from __future__ import annotations
@@ -18,18 +21,25 @@ from prism_limiter._log import logger
 from prism_limiter._policy import Policy, decode_project, encode_project
 from prism_limiter._protocol import Command, Op, Script, as_int, text
 from prism_limiter._rules import ProjectRules
+from prism_limiter.errors import InvalidRequest
 
 
 class PolicyStore:
     """Compiled project policies, loaded on first use and dropped when a script says stale."""
 
     def __init__(
-        self, namespace: str, audit_maxlen: int, keys: Callable[[str], ProjectKeys]
+        self,
+        namespace: str,
+        audit_maxlen: int,
+        keys: Callable[[str], ProjectKeys],
+        max_projects: int = 10_000,
     ) -> None:
         self.namespace = namespace
         self.audit_maxlen = audit_maxlen
         self.keys = keys
+        self.max_projects = max_projects
         self._rules: dict[str, ProjectRules] = {}
+        self._global: tuple[int, Policy] | None = None  # the last global document decoded
 
     def forget(self, project: str) -> None:
         self._rules.pop(project, None)
@@ -66,25 +76,59 @@ class PolicyStore:
         yield Script("apply_policy", [keys.policy, keys.audit], args)
 
     def rules(self, project: str) -> Op[ProjectRules]:
-        """The project's compiled policy, loaded on first use and after a stale reply."""
+        """The project's compiled policy, loaded on first use and after a stale reply.
+
+        For a project without a stored copy the rules come from the global document and are not
+        cached (``unregistered`` is set): a later ``apply`` must reach its next request.
+        """
         cached = self._rules.get(project)
         if cached is not None:
             return cached
         keys = self.keys(project)
         version, doc = yield Command(("HMGET", keys.policy, "v", "doc"))
-        if version is None:  # first request of a project the policy does not list
-            ns = self.namespace
+        if version is not None:
+            policy_doc = text(doc) if doc is not None else ""
+            rules = ProjectRules(
+                project,
+                decode_project(policy_doc.encode()) if policy_doc else None,
+                as_int(version),
+            )
+            self._rules[project] = rules
+            return rules
+        policy = yield from self._global_policy()
+        covered = policy.for_project(project) if policy is not None else None
+        return ProjectRules(project, covered, 0, unregistered=covered is not None)
+
+    def _global_policy(self) -> Op[Policy | None]:
+        """The whole stored document, decoded once per global version."""
+        key = global_policy_key(self.namespace)
+        version = yield Command(("HGET", key, "v"))
+        if version is None:
+            return None
+        if self._global is None or self._global[0] != as_int(version):
+            gversion, doc = yield Command(("HMGET", key, "v", "doc"))
+            if gversion is None:
+                return None
+            self._global = (as_int(gversion), msgspec.json.decode(doc, type=Policy))
+        return self._global[1]
+
+    def register(self, project: str) -> Op[None]:
+        """Give a project covered by ``[defaults]`` its own stored copy (before its first
+        accepted reserve). Refused past ``max_projects`` registered projects."""
+        ns = self.namespace
+        member = yield Command(("SISMEMBER", projects_key(ns), project))
+        if not as_int(member):
+            count = yield Command(("SCARD", projects_key(ns)))
+            if as_int(count) >= self.max_projects:
+                raise InvalidRequest(
+                    f"project {project!r} is not listed in the policy, and [defaults] already"
+                    f" covers {self.max_projects:,} registered projects (max_projects); list it"
+                    " in the policy or raise max_projects"
+                )
             yield Command(("SADD", projects_key(ns), project))
-            gversion, gdoc = yield Command(("HMGET", global_policy_key(ns), "v", "doc"))
-            if gversion is not None:
-                policy = msgspec.json.decode(gdoc, type=Policy)
-                yield from self._store_project(project, policy, as_int(gversion), "defaults")
-                version, doc = yield Command(("HMGET", keys.policy, "v", "doc"))
-        policy_doc = text(doc) if doc is not None else ""
-        rules = ProjectRules(
-            project,
-            decode_project(policy_doc.encode()) if policy_doc else None,
-            as_int(version) if version is not None else 0,
-        )
-        self._rules[project] = rules
-        return rules
+        self._global = None  # read the document again: it may have changed meanwhile
+        policy = yield from self._global_policy()
+        gversion = self._global[0] if self._global is not None else 0
+        if policy is not None:
+            yield from self._store_project(project, policy, gversion, "defaults")
+        self.forget(project)

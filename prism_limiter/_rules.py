@@ -66,10 +66,19 @@ def _thresholds(cap_nano: int, warn_at: tuple[float, ...]) -> str:
 class ProjectRules:
     """Compiled once per policy version; every method is pure and cheap."""
 
-    def __init__(self, project: str, policy: ProjectPolicy | None, version: int) -> None:
+    def __init__(
+        self,
+        project: str,
+        policy: ProjectPolicy | None,
+        version: int,
+        *,
+        unregistered: bool = False,
+    ) -> None:
         self.project = project
         self.policy = policy
         self.version = version
+        # Planned from [defaults] without a stored copy: register before an accepted reserve.
+        self.unregistered = unregistered
         self._prices: dict[str, ModelPrice] = {}
         self._by_model: dict[
             str, tuple[str | None, tuple[BudgetPolicy, ...], tuple[RateLimitPolicy, ...]]
