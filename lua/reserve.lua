@@ -26,7 +26,7 @@
 --   {"stale", current version}                   the caller must reload the policy and retry
 --   {"clock", server s}                           the caller's clock is more than a day off
 --   {"badargs", what}                             malformed ARGV: nothing was read or written
---   {"dup", record, now ms}                       this id holds now (a retry): nothing changed
+--   {"dup", hold, lease deadline ms, model, now ms}  this id holds now (a retry): nothing changed
 --   {"ended", state}                              this id's hold already ended (S, R, X, E): a
 --                                                 new attempt needs a new id; nothing changed
 --   {"damaged"}                                   this id's record is unreadable: nothing changed
@@ -78,7 +78,7 @@ if existing then
   local rec = rec_decode(existing)
   if not rec then return {'damaged'} end
   if rec[R_STATE] ~= 'H' then return {'ended', rec[R_STATE]} end
-  return {'dup', existing, NOW_MS}
+  return {'dup', num(rec[R_HOLD]), num(rec[R_DEADLINE]), rec[R_MODEL], NOW_MS}
 end
 
 housekeeping(SWEEP_BATCH)

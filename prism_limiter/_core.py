@@ -329,6 +329,11 @@ class LimiterCore:
                     " tags=) to book it anyway"
                 )
             model = record_model(raw)
+            if model is None:
+                raise PrismLimiterError(
+                    f"the stored record of reservation {rid!r} is unreadable; pass model= to"
+                    " settle it, or release it"
+                )
         if held is not None:
             price, budgets = held.price, held.budgets
         else:

@@ -44,16 +44,17 @@ def decision_from_reply(
             " retry of a lost reply replays a live hold, but a new attempt needs a new id"
         )
     if kind == "dup":
-        rec = text(reply[1]).split(FS)
-        if rec[4] != model:
-            raise InvalidRequest(f"reservation id {rid!r} was already used for model {rec[4]!r}")
-        deadline = int(rec[2])
+        hold, deadline, stored_model = as_int(reply[1]), as_int(reply[2]), text(reply[3])
+        if stored_model != model:
+            raise InvalidRequest(
+                f"reservation id {rid!r} was already used for model {stored_model!r}"
+            )
         return make(
             allowed=True,
             replayed=True,
-            hold_usd=nano_to_usd(int(rec[1])),
+            hold_usd=nano_to_usd(hold),
             expires_at=datetime.fromtimestamp(deadline / 1000, UTC),
-            message=f"reservation {rid!r} already exists (state {rec[0]}); nothing changed",
+            message=f"reservation {rid!r} is already held; nothing changed",
         )
     if kind == "denied":
         what = text(reply[1])
@@ -155,9 +156,10 @@ def rate_denial(make: Callable[..., Decision], reply: list[Any]) -> Decision:
     )
 
 
-def record_model(raw: Any) -> str:
-    """The model of a stored hold record."""
-    return text(raw).split(FS)[4]
+def record_model(raw: Any) -> str | None:
+    """The model of a stored hold record (None when the record is damaged)."""
+    fields = text(raw).split(FS)
+    return fields[4] or None if len(fields) > 4 else None
 
 
 def settlement(rid: str, reply: list[Any]) -> Settlement:

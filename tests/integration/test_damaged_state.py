@@ -1,0 +1,162 @@
+"""No script fails after its first write, whatever it finds stored.
+
+Every field of every budget and rate-limit instance, and every field of every hold record, is
+in turn removed or overwritten with a malformed value; then each operation runs. Each must
+either complete, leaving the ledger readable (held and spent are non-negative integers), or
+fail having changed nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from prism_limiter import LimitExceeded, Limiter, Policy, PrismLimiterError
+
+POLICY = """
+[projects.p]
+allow_models = ["*"]
+[[projects.p.budgets]]
+id = "month"
+usd = 10.0
+warn_at = [0.5, 0.8]
+[[projects.p.budgets]]
+id = "per-customer"
+usd = 1.0
+period = "day"
+split_by = "customer"
+[[projects.p.rate_limits]]
+id = "r"
+rpm = 600
+tpm = 100000
+max_concurrent = 10
+split_by = "customer"
+"""
+BAD_VALUES = (None, "x", "1.5", "-0", "-7", "99999999999999999999")
+FS = "\x1f"
+TAGS = {"customer": "a"}
+Op = Callable[[Limiter], object]
+
+OPERATIONS: dict[str, Op] = {
+    "reserve": lambda lim: lim.reserve("p", "gpt-4o", est_tokens=10, tags=TAGS).id,
+    "replay": lambda lim: lim.reserve("p", "gpt-4o", est_tokens=10, reservation_id="live"),
+    "settle": lambda lim: lim.settle("p", "live", input_tokens=5, output_tokens=5),
+    "release": lambda lim: lim.release("p", "live"),
+    "late-settle": lambda lim: lim.settle("p", "released", input_tokens=5, output_tokens=5),
+    "sweep": lambda lim: lim.sweep("p"),
+    "status": lambda lim: lim.status("p"),
+    "override": lambda lim: lim.grant_override(
+        "p", "per-customer", split_value="a", usd=1, ttl_s=60, actor="x", reason="y"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def scene(redis_url: str) -> Iterator[tuple[Limiter, redis.Redis, dict[bytes, bytes]]]:
+    """One project with a live hold, a released one and an overdue one, dumped for reuse."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client.flushall()
+    lim = Limiter.from_url(redis_url)
+    lim.apply_policy(Policy.from_toml(POLICY))
+    lim.reserve("p", "gpt-4o", est_tokens=100, tags=TAGS, reservation_id="live")
+    lim.reserve("p", "gpt-4o", est_tokens=100, tags=TAGS, reservation_id="released").release()
+    lim.reserve("p", "gpt-4o", est_tokens=100, tags=TAGS, reservation_id="overdue")
+    lim.settle(
+        "p",
+        lim.reserve("p", "gpt-4o", est_tokens=100, tags=TAGS).id,
+        input_tokens=9,
+        output_tokens=9,
+    )
+    client.zadd("prism:{p}:leases", {"overdue": 0})  # its lease has run out
+    dump = {key: client.dump(key) for key in client.keys("*")}
+    yield lim, client, dump
+    lim.close()
+    client.close()
+
+
+def _restore(client: redis.Redis, dump: dict[bytes, bytes]) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.flushall()
+    for key, value in dump.items():
+        pipe.restore(key, 0, value)
+    pipe.execute()
+
+
+def _snapshot(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key's serialized value (byte-equal when nothing was written)."""
+    keys = sorted(client.keys("*"))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.dump(key)
+    return dict(zip(keys, pipe.execute(), strict=True))
+
+
+def _cases(
+    client: redis.Redis, dump: dict[bytes, bytes]
+) -> Iterator[tuple[str, Callable[[], None]]]:
+    """(description, corrupt) for every stored field and every bad value."""
+    _restore(client, dump)
+    budgets = "prism:{p}:budgets"
+    for field in sorted(client.hkeys(budgets)):
+        for bad in BAD_VALUES:
+            yield f"budgets {field!r} = {bad!r}", _set_field(client, budgets, field, bad)
+    holds = "prism:{p}:holds"
+    for rid in (b"live", b"released", b"overdue"):
+        record = client.hget(holds, rid)
+        assert record is not None
+        parts = record.decode().split(FS)
+        for i in range(len(parts)):
+            for bad in BAD_VALUES:
+                if bad is None:
+                    damaged = FS.join(parts[:i])
+                else:
+                    damaged = FS.join([*parts[:i], bad, *parts[i + 1 :]])
+                yield f"record {rid!r}[{i}] = {bad!r}", _set_field(client, holds, rid, damaged)
+
+
+def _set_field(
+    client: redis.Redis, key: str, field: bytes, value: str | None
+) -> Callable[[], None]:
+    def corrupt() -> None:
+        if value is None:
+            client.hdel(key, field)
+        else:
+            client.hset(key, field, value)
+
+    return corrupt
+
+
+def _ledger_readable(client: redis.Redis, untouched: dict[bytes, bytes]) -> None:
+    """Every held and spent amount a script wrote is a non-negative integer."""
+    for field, value in client.hgetall("prism:{p}:budgets").items():
+        if field.endswith((b"|h", b"|s")) and untouched.get(field) != value:
+            assert value.isdigit(), (field, value)
+
+
+def test_no_script_fails_after_a_write(
+    scene: tuple[Limiter, redis.Redis, dict[bytes, bytes]],
+) -> None:
+    """Each operation on each damaged field completes consistently or changes nothing."""
+    lim, client, dump = scene
+    cases = list(_cases(client, dump))
+    assert len(cases) > 400
+    failures = []
+    for name, op in OPERATIONS.items():
+        for description, corrupt in cases:
+            _restore(client, dump)
+            corrupt()
+            before = _snapshot(client)
+            damaged = client.hgetall("prism:{p}:budgets")
+            try:
+                op(lim)
+            except LimitExceeded:
+                pass  # a denial is a decision: it is audited like any other
+            except PrismLimiterError as exc:
+                if _snapshot(client) != before:
+                    failures.append(f"{name} with {description}: {exc} after a write")
+                continue
+            _ledger_readable(client, damaged)
+    assert not failures, "\n".join(failures[:20])
