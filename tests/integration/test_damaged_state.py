@@ -9,12 +9,11 @@ fail having changed nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
 
-from prism_limiter import LimitExceeded, Limiter, Policy, PrismLimiterError
+from prism_limiter import Limiter, LimitExceeded, Policy, PrismLimiterError
 
 POLICY = """
 [projects.p]
