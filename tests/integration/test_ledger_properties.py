@@ -1,0 +1,177 @@
+"""Property: the ledger stays exact through any sequence of reserve, settle, release and expiry.
+
+Zero, tiny, huge and cache-writing usages, split and unsplit rate limits. After every step:
+held and spent are non-negative integers, each budget's held equals the sum of its live holds,
+each rate instance counts exactly its live holds, and spent <= cap while every settle stayed
+within its hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hypothesis.strategies as st
+import redis
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from prism_limiter import Limiter, Policy
+
+POLICY = """
+[projects.p]
+allow_models = ["*"]
+default_max_output_tokens = 100
+[projects.p.prices."free-model"]
+input_mtok = 0.0
+output_mtok = 0.0
+[projects.p.prices."dear-model"]
+input_mtok = 1000000.0
+output_mtok = 1000000.0
+[[projects.p.budgets]]
+id = "month"
+usd = 3000000.0
+[[projects.p.budgets]]
+id = "per-customer"
+usd = 0.05
+period = "day"
+split_by = "customer"
+models = ["gpt-4o*", "claude-*", "free-model"]
+[[projects.p.rate_limits]]
+id = "per-customer-rpm"
+rpm = 100000
+split_by = "customer"
+[[projects.p.rate_limits]]
+id = "slots"
+max_concurrent = 4
+"""
+CAPS = {"month": 3_000_000 * 10**9, "per-customer": 5 * 10**7}
+SHAPES = ("exact", "under", "zero", "cache-write", "cache-write-1h", "cache-read", "over")
+
+
+def _budgets_of(model: str, customer: str | None) -> list[str]:
+    out = ["month"]
+    if model != "dear-model":
+        out.append("per-customer" if customer is None else f"per-customer={customer}")
+    return out
+
+
+def _rates_of(customer: str | None) -> list[str]:
+    split = "r:per-customer-rpm" + ("" if customer is None else f"={customer}")
+    return [split, "r:slots"]
+
+
+def test_ledger_properties(redis_url: str) -> None:
+    """Invariants hold after every step of random operation sequences (sync face)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    lim = Limiter.from_url(redis_url)
+    policy = Policy.from_toml(POLICY)
+
+    class Ledger(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            client.flushall()
+            lim.apply_policy(policy)
+            # rid -> (hold nUSD, budget instances, rate instances, est, out, reservation)
+            self.live: dict[str, tuple[int, list[str], list[str], int, int, Any]] = {}
+            self.ended: list[str] = []
+            self.within_holds = True
+
+        @rule(
+            customer=st.sampled_from(["a", "b", None]),
+            model=st.sampled_from(["gpt-4o", "claude-haiku-4-5", "free-model", "dear-model"]),
+            est=st.sampled_from([0, 1, 7, 1000, 40_000]),
+            out=st.sampled_from([0, 1, 50, 2000]),
+        )
+        def reserve(self, customer: str | None, model: str, est: int, out: int) -> None:
+            tags = {} if customer is None else {"customer": customer}
+            r = lim.try_reserve("p", model, est_tokens=est, max_output_tokens=out, tags=tags)
+            if r.allowed:
+                hold = round(r.decision.hold_usd * 1e9)
+                entry = (hold, _budgets_of(model, customer), _rates_of(customer), est, out, r)
+                self.live[r.id] = entry
+
+        @precondition(lambda self: self.live)
+        @rule(data=st.data(), shape=st.sampled_from(SHAPES))
+        def settle(self, data: st.DataObject, shape: str) -> None:
+            rid = data.draw(st.sampled_from(sorted(self.live)))
+            _, _, _, est, out, r = self.live.pop(rid)
+            counts = {"input_tokens": est, "output_tokens": out}
+            if shape == "under":
+                counts = {"input_tokens": est // 2, "output_tokens": out // 3}
+            elif shape == "zero":
+                counts = {"input_tokens": 0, "output_tokens": 0}
+            elif shape == "cache-write":
+                counts["cache_write_tokens"] = est
+            elif shape == "cache-write-1h":
+                counts["cache_write_tokens"] = counts["cache_write_1h_tokens"] = est
+            elif shape == "cache-read":
+                counts["cache_read_tokens"] = est
+            elif shape == "over":
+                counts = {"input_tokens": est * 3 + 10, "output_tokens": out + 10}
+            s = r.settle(**counts)
+            self.within_holds = self.within_holds and not s.over_estimate
+            self.ended.append(rid)
+
+        @precondition(lambda self: self.live)
+        @rule(data=st.data())
+        def release(self, data: st.DataObject) -> None:
+            rid = data.draw(st.sampled_from(sorted(self.live)))
+            assert self.live.pop(rid)[5].release()
+            self.ended.append(rid)
+
+        @precondition(lambda self: self.live)
+        @rule(data=st.data())
+        def expire(self, data: st.DataObject) -> None:
+            rid = data.draw(st.sampled_from(sorted(self.live)))
+            client.zadd("prism:{p}:leases", {rid: 0})  # its lease has run out
+            assert lim.sweep("p") == 1
+            del self.live[rid]
+            self.ended.append(rid)
+
+        @precondition(lambda self: self.ended)
+        @rule(data=st.data())
+        def repeat_an_ended_one(self, data: st.DataObject) -> None:
+            rid = data.draw(st.sampled_from(self.ended))
+            assert not lim.release("p", rid)
+            again = lim.settle("p", rid, input_tokens=1, output_tokens=1)
+            assert again.first is (again.late and not again.unknown)
+            self.within_holds = False if again.first else self.within_holds
+
+        @invariant()
+        def ledger_is_exact(self) -> None:
+            fields = {
+                k.decode(): v.decode() for k, v in client.hgetall("prism:{p}:budgets").items()
+            }
+            for field, value in fields.items():
+                if field.endswith(("|h", "|s")) or (
+                    field.startswith("r:") and field.endswith("|n")
+                ):
+                    assert value.isdigit(), (field, value)
+            held: dict[str, int] = {}
+            slots: dict[str, int] = {}
+            for hold, budgets, rates, *_ in self.live.values():
+                for iid in budgets:
+                    held[iid] = held.get(iid, 0) + hold
+                for iid in rates:
+                    slots[iid] = slots.get(iid, 0) + 1
+            instances = {f.rsplit("|", 1)[0] for f in fields if not f.startswith("r:")}
+            for iid in instances | set(held):
+                assert int(fields.get(f"{iid}|h", 0)) == held.get(iid, 0), iid
+            for iid in {f.rsplit("|", 1)[0] for f in fields if f.startswith("r:")} | set(slots):
+                assert int(fields.get(f"{iid}|n", 0)) == slots.get(iid, 0), iid
+            if self.within_holds:
+                for iid in instances:
+                    cap = CAPS[iid.split("=")[0]]
+                    assert int(fields.get(f"{iid}|s", 0)) <= cap, iid
+
+    try:
+        Ledger.TestCase.settings = settings(
+            max_examples=30,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        Ledger.TestCase().runTest()
+    finally:
+        lim.close()
+        client.close()
