@@ -34,7 +34,8 @@
 --   {"denied", "budget", budget, split, cap, spent, held, hold, period start s, period end s}
 --   {"denied", "rate", limit, split, kind (rpm, tpm, tpm-too-large, concurrency),
 --    retry after ms (-1: no time can be promised), the limit's value}
---   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap, start s, end s}
+--   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap (override
+--    included), start s, end s, override extra}
 
 if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
@@ -134,7 +135,7 @@ for i, cfg in ipairs(configs) do
   iids[i], flags[i] = cfg.iid, cfg.charge
   local r = #reply
   reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
-  reply[r + 4], reply[r + 5] = view.p, view.e
+  reply[r + 4], reply[r + 5], reply[r + 6] = view.p, view.e, view.extra
   if cfg.overridden then
     local nb = split(cfg.name, LS)
     audit('override.used', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,

@@ -3,6 +3,9 @@
 --
 -- KEYS: the common ten (lib/common.lua).
 -- ARGV[1..5]: the common head.
+--   ARGV[6]  the ids of the budgets the current policy has, joined by \30: only their instances
+--            are reported (a removed budget's stored spend stays until its period ends, so
+--            adding it back within the period does not reset it).
 -- Overdue holds are swept first (one batch), so what it reports is current.
 -- Every budget instance with a label (|n): reserved at least once, or given an override.
 -- Reply: {"status", now s, live holds, then per instance 8 values:
@@ -11,14 +14,21 @@
 
 if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
+if not ARGV[6] then return {'badargs', 'status'} end
+local current = {}
+for _, id in ipairs(split(ARGV[6], LS)) do current[id] = true end
 housekeeping(SWEEP_BATCH)
 local reply = {'status', NOW_S, redis.call('ZCARD', K_LEASES)}
 local fields = redis.call('HKEYS', K_BUDGETS)
 table.sort(fields)
 for _, field in ipairs(fields) do
   local iid = string.match(field, '^(.*)|n$')
+  local view = nil
   if iid and string.sub(iid, 1, 2) ~= 'r:' then -- "r:" instances are rate limits
-    local view = budget_view(iid, nil)
+    view = budget_view(iid, nil)
+    if not current[split(view.name, LS)[1] or ''] then view = nil end
+  end
+  if view then
     local r = #reply
     reply[r + 1], reply[r + 2], reply[r + 3] = iid, view.name, view.cap + view.extra
     reply[r + 4], reply[r + 5], reply[r + 6] = view.spent, view.held, view.p or 0

@@ -13,9 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from prism_limiter import _validate
-from prism_limiter._keys import (
-    ProjectKeys,
-)
+from prism_limiter._keys import LS, ProjectKeys
 from prism_limiter._log import logger
 from prism_limiter._money import nano_to_usd, usd_to_nano
 from prism_limiter._plan import Request, plan_reserve, request, settle_fallback
@@ -438,7 +436,9 @@ class LimiterCore:
     def status(self, project: str) -> Op[list[BudgetState]]:
         project = _validate.name("project", project)
         yield from self._preflight()
-        reply = yield self._script("status", project, [])
+        rules = yield from self.rules(project)
+        ids = [b.id for b in rules.policy.budgets] if rules.policy else []
+        reply = yield self._script("status", project, [LS.join(ids)])
         self._check_reply(reply)
         return budget_states(reply)
 

@@ -92,11 +92,11 @@ def decision_from_reply(
                 f" ${nano_to_usd(held):.6f}, this request ${nano_to_usd(hold):.6f})"
             ),
         )
-    # ok: hold, deadline, now, then five values per budget
+    # ok: hold, deadline, now, then six values per budget
     hold = as_int(reply[1])
     states, warnings = [], []
     for i, b in enumerate(budgets):
-        spent, held, cap, start, end = reply[4 + 5 * i : 9 + 5 * i]
+        spent, held, cap, start, end, extra = reply[4 + 6 * i : 10 + 6 * i]
         spent_n, held_n, cap_n = as_int(spent), as_int(held), as_int(cap)
         states.append(
             BudgetState(
@@ -108,6 +108,7 @@ def decision_from_reply(
                 remaining_usd=nano_to_usd(cap_n - spent_n - held_n),
                 period_start=ts(start),
                 resets_at=ts(end),
+                override_usd=nano_to_usd(as_int(extra)),
             )
         )
         used = (spent_n + held_n) / cap_n if cap_n else 1.0

@@ -1,0 +1,46 @@
+"""Money at the edges: what status, decisions and settles report is what was booked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from prism_limiter import Policy
+
+pytestmark = pytest.mark.usefixtures("rclient")
+
+TWO_BUDGETS = """
+[projects.p]
+allow_models = ["*"]
+[[projects.p.budgets]]
+id = "keep"
+usd = 10.0
+[[projects.p.budgets]]
+id = "drop"
+usd = 5.0
+"""
+ONE_BUDGET = TWO_BUDGETS[: TWO_BUDGETS.index('[[projects.p.budgets]]\nid = "drop"')]
+
+
+def test_status_shows_only_the_current_budgets(limiter: Any) -> None:
+    """A budget removed from the policy leaves status; added back within its period, its
+    spend is still there."""
+    limiter.apply_policy(Policy.from_toml(TWO_BUDGETS))
+    s = limiter.reserve("p", "gpt-4o", est_tokens=1000).settle(input_tokens=1000, output_tokens=10)
+    assert {b.budget for b in limiter.status("p")} == {"keep", "drop"}
+    limiter.apply_policy(Policy.from_toml(ONE_BUDGET))
+    assert [b.budget for b in limiter.status("p")] == ["keep"]
+    limiter.apply_policy(Policy.from_toml("[projects.other]\nallow_models = ['*']\n"))
+    assert limiter.status("p") == []  # no policy for p: no budgets
+    limiter.apply_policy(Policy.from_toml(TWO_BUDGETS))
+    drop = next(b for b in limiter.status("p") if b.budget == "drop")
+    assert drop.spent_usd == s.cost_usd
+
+
+def test_decision_reports_the_override_in_force(limiter: Any) -> None:
+    """decision.budgets[i].override_usd is the extra of the override the cap includes."""
+    limiter.apply_policy(Policy.from_toml(ONE_BUDGET))
+    limiter.grant_override("p", "keep", usd=2.5, ttl_s=60, actor="cfo", reason="launch")
+    [state] = limiter.reserve("p", "gpt-4o", est_tokens=10).decision.budgets
+    assert state.override_usd == 2.5 and state.cap_usd == 12.5
