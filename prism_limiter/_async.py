@@ -20,6 +20,7 @@ from prism_limiter._base import (
 from prism_limiter._core import Held
 from prism_limiter._log import logger
 from prism_limiter._policy import Policy
+from prism_limiter._policy_store import PolicyChange
 from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
@@ -78,9 +79,19 @@ class AsyncLimiter(BaseLimiter):
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    async def apply_policy(self, policy: Policy, *, actor: str = "prism-limiter") -> int:
-        """Store ``policy`` as the next version; every worker uses it from its next request."""
-        return await self._run(self._core.apply_policy(policy, actor))
+    async def apply_policy(
+        self, policy: Policy, *, actor: str = "prism-limiter", prune: bool = False
+    ) -> PolicyChange:
+        """Store the projects ``policy`` names (and its ``[defaults]``) as the next version,
+        leaving every other project's policy alone; with ``prune`` the document becomes the
+        whole truth and projects it does not list lose theirs (``PolicyChange.removed``).
+        Every worker follows the change from its next request."""
+        return await self._run(self._core.apply_policy(policy, actor, prune))
+
+    async def remove_policy(self, project: str, *, actor: str = "prism-limiter") -> PolicyChange:
+        """Drop ``project`` from the stored policy: it falls back to ``[defaults]`` (or is
+        denied ``no-policy``); audited ``policy.removed``."""
+        return await self._run(self._core.remove_policy(project, actor))
 
     async def try_reserve(
         self,

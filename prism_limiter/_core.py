@@ -18,7 +18,7 @@ from prism_limiter._log import logger
 from prism_limiter._money import nano_to_usd, usd_to_nano
 from prism_limiter._plan import Request, plan_reserve, request, settle_fallback
 from prism_limiter._policy import Policy
-from prism_limiter._policy_store import PolicyStore
+from prism_limiter._policy_store import PolicyChange, PolicyStore
 from prism_limiter._pricing import ModelPrice, TokenUsage
 from prism_limiter._protocol import Command, Op, Script, as_int, text
 from prism_limiter._records import (
@@ -175,9 +175,13 @@ class LimiterCore:
 
     # -- policy -----------------------------------------------------------------------------
 
-    def apply_policy(self, policy: Policy, actor: str) -> Op[int]:
+    def apply_policy(self, policy: Policy, actor: str, prune: bool) -> Op[PolicyChange]:
         yield from self._preflight()
-        return (yield from self.policies.apply(policy, actor))
+        return (yield from self.policies.apply(policy, actor, prune=prune))
+
+    def remove_policy(self, project: str, actor: str) -> Op[PolicyChange]:
+        yield from self._preflight()
+        return (yield from self.policies.remove(project, actor))
 
     def rules(self, project: str) -> Op[ProjectRules]:
         return (yield from self.policies.rules(project))

@@ -69,7 +69,7 @@ def run(url: str | None, workers: int) -> int:
         if url is None:
             url = stack.enter_context(redis_server()) if redis_server_binary() else "memory://demo"
         lim = Limiter.from_url(url)
-        version = lim.apply_policy(Policy.from_toml(POLICY), actor="demo")
+        version = lim.apply_policy(Policy.from_toml(POLICY), actor="demo").version
         print(f"policy version {version} applied on {url}")
         embedded = url.startswith("memory://")
         if not embedded:

@@ -1,7 +1,10 @@
-"""Policy in Redis: storing a new version for every project, and the per-project cache.
+"""Policy in Redis: storing a new version for the projects it changes, and the cache.
 
-``apply`` bumps the global version (``<ns>:policy``), registers the listed projects in
-``<ns>:projects`` and writes each known project's part, "if newer", into its own hash tag.
+The global hash ``<ns>:policy`` holds the whole effective document and its version. ``apply``
+merges a document into it (the projects it names and its ``[defaults]`` replace theirs; with
+``prune`` the document replaces everything), stores the result under the next version with a
+check-and-set (concurrent applies by different teams serialize, none is lost), then writes the
+part of every project the change touched, "if newer", into the project's own hash tag.
 
 A project the document does not list is planned from ``[defaults]`` read-only; only when one of
 its reserves is about to be accepted does it register (at most ``max_projects`` in the set) and
@@ -21,7 +24,22 @@ from prism_limiter._log import logger
 from prism_limiter._policy import Policy, decode_project, encode_project
 from prism_limiter._protocol import Command, Op, Script, as_int, text
 from prism_limiter._rules import ProjectRules
-from prism_limiter.errors import InvalidRequest
+from prism_limiter.errors import InvalidRequest, PolicyError
+
+_MAX_CAS_RETRIES = 10
+
+
+class PolicyChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What an ``apply_policy`` / ``remove_policy`` stored: the new version, the projects whose
+    stored policy it wrote (registered ones only), and those it removed from the document."""
+
+    version: int
+    projects: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+def _encoded(part: object) -> bytes:
+    return msgspec.json.encode(part)
 
 
 class PolicyStore:
@@ -44,22 +62,72 @@ class PolicyStore:
     def forget(self, project: str) -> None:
         self._rules.pop(project, None)
 
-    def apply(self, policy: Policy, actor: str) -> Op[int]:
-        """Store ``policy`` under a new version for every listed and every known project."""
+    def apply(self, policy: Policy, actor: str, *, prune: bool = False) -> Op[PolicyChange]:
+        """Merge ``policy`` into the stored document (or replace it: ``prune``) and store every
+        project whose part changed under the new version."""
         actor = _validate.text("actor", actor)
-        ns = self.namespace
-        doc = msgspec.json.encode(policy).decode()
-        version = as_int((yield Script("bump_policy", [global_policy_key(ns)], [doc, actor])))
-        if policy.projects:
-            yield Command(("SADD", projects_key(ns), *policy.projects))
-        known = yield Command(("SMEMBERS", projects_key(ns)))
-        for project in sorted({text(p) for p in known}):
-            yield from self._store_project(project, policy, version, actor)
-        self._rules.clear()
-        logger.info("prism.policy.applied", version=version, actor=actor)
-        return version
 
-    def _store_project(self, project: str, policy: Policy, version: int, actor: str) -> Op[None]:
+        def merge(current: Policy) -> Policy:
+            if prune:
+                return policy
+            defaults = policy.defaults if policy.defaults is not None else current.defaults
+            return Policy(projects={**current.projects, **policy.projects}, defaults=defaults)
+
+        return (yield from self._change(merge, actor, named=set(policy.projects)))
+
+    def remove(self, project: str, actor: str) -> Op[PolicyChange]:
+        """Drop one project from the document: it falls back to ``[defaults]`` or no policy."""
+        _validate.name("project", project)
+        actor = _validate.text("actor", actor)
+
+        def without(current: Policy) -> Policy:
+            projects = {k: v for k, v in current.projects.items() if k != project}
+            return Policy(projects=projects, defaults=current.defaults)
+
+        return (yield from self._change(without, actor, named=set()))
+
+    def _change(
+        self, edit: Callable[[Policy], Policy], actor: str, named: set[str]
+    ) -> Op[PolicyChange]:
+        ns = self.namespace
+        for _ in range(_MAX_CAS_RETRIES):
+            version, doc = yield Command(("HMGET", global_policy_key(ns), "v", "doc"))
+            current = msgspec.json.decode(doc, type=Policy) if doc else Policy()
+            new = edit(current)
+            args: list[str | int] = [msgspec.json.encode(new).decode(), actor, as_int(version or 0)]
+            reply = yield Script("bump_policy", [global_policy_key(ns)], args)
+            if text(reply[0]) == "bumped":
+                break
+        else:
+            raise PolicyError("the stored policy kept changing; apply again")
+        new_version = as_int(reply[1])
+        removed = sorted(set(current.projects) - set(new.projects))
+        if new.projects:
+            yield Command(("SADD", projects_key(ns), *sorted(new.projects)))
+        known = {text(p) for p in (yield Command(("SMEMBERS", projects_key(ns))))}
+        touched = named | set(removed)
+        if _encoded(current.defaults) != _encoded(new.defaults):
+            touched |= {p for p in known if p not in new.projects}
+        for project in sorted(touched & known):
+            event = "policy.removed" if project in removed else "policy.applied"
+            yield from self._store_project(project, new, new_version, actor, event)
+        self._rules.clear()
+        self._global = None
+        logger.info(
+            "prism.policy.applied", version=new_version, actor=actor, removed=removed or None
+        )
+        return PolicyChange(
+            version=new_version, projects=tuple(sorted(touched & known)), removed=tuple(removed)
+        )
+
+    def _store_project(
+        self,
+        project: str,
+        policy: Policy,
+        version: int,
+        actor: str,
+        event: str = "policy.applied",
+    ) -> Op[None]:
         keys = self.keys(project)
         pp = policy.for_project(project)
         zones = _tz.for_zones({b.timezone for b in pp.budgets} if pp else set())
@@ -73,6 +141,7 @@ class PolicyStore:
         ]
         for zone, table in zones:
             args += [zone, table]
+        args.append(event)
         yield Script("apply_policy", [keys.policy, keys.audit], args)
 
     def rules(self, project: str) -> Op[ProjectRules]:

@@ -9,6 +9,7 @@ fail having changed nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -54,9 +55,9 @@ OPERATIONS: dict[str, Op] = {
 
 
 @pytest.fixture(scope="module")
-def scene(redis_url: str) -> Iterator[tuple[Limiter, redis.Redis, dict[bytes, bytes]]]:
+def scene(redis_url: str) -> Iterator[tuple[Limiter, Any, dict[bytes, bytes]]]:
     """One project with a live hold, a released one and an overdue one, dumped for reuse."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
     client.flushall()
     lim = Limiter.from_url(redis_url)
     lim.apply_policy(Policy.from_toml(POLICY))
@@ -76,7 +77,7 @@ def scene(redis_url: str) -> Iterator[tuple[Limiter, redis.Redis, dict[bytes, by
     client.close()
 
 
-def _restore(client: redis.Redis, dump: dict[bytes, bytes]) -> None:
+def _restore(client: Any, dump: dict[bytes, bytes]) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.flushall()
     for key, value in dump.items():
@@ -84,7 +85,7 @@ def _restore(client: redis.Redis, dump: dict[bytes, bytes]) -> None:
     pipe.execute()
 
 
-def _snapshot(client: redis.Redis) -> dict[bytes, bytes]:
+def _snapshot(client: Any) -> dict[bytes, bytes]:
     """Every key's serialized value (byte-equal when nothing was written)."""
     keys = sorted(client.keys("*"))
     pipe = client.pipeline(transaction=False)
@@ -93,9 +94,7 @@ def _snapshot(client: redis.Redis) -> dict[bytes, bytes]:
     return dict(zip(keys, pipe.execute(), strict=True))
 
 
-def _cases(
-    client: redis.Redis, dump: dict[bytes, bytes]
-) -> Iterator[tuple[str, Callable[[], None]]]:
+def _cases(client: Any, dump: dict[bytes, bytes]) -> Iterator[tuple[str, Callable[[], None]]]:
     """(description, corrupt) for every stored field and every bad value."""
     _restore(client, dump)
     budgets = "prism:{p}:budgets"
@@ -116,9 +115,7 @@ def _cases(
                 yield f"record {rid!r}[{i}] = {bad!r}", _set_field(client, holds, rid, damaged)
 
 
-def _set_field(
-    client: redis.Redis, key: str, field: bytes, value: str | None
-) -> Callable[[], None]:
+def _set_field(client: Any, key: str, field: bytes, value: str | None) -> Callable[[], None]:
     def corrupt() -> None:
         if value is None:
             client.hdel(key, field)
@@ -128,7 +125,7 @@ def _set_field(
     return corrupt
 
 
-def _ledger_readable(client: redis.Redis, untouched: dict[bytes, bytes]) -> None:
+def _ledger_readable(client: Any, untouched: dict[bytes, bytes]) -> None:
     """Every held and spent amount a script wrote is a non-negative integer."""
     for field, value in client.hgetall("prism:{p}:budgets").items():
         if field.endswith((b"|h", b"|s")) and untouched.get(field) != value:
@@ -136,7 +133,7 @@ def _ledger_readable(client: redis.Redis, untouched: dict[bytes, bytes]) -> None
 
 
 def test_no_script_fails_after_a_write(
-    scene: tuple[Limiter, redis.Redis, dict[bytes, bytes]],
+    scene: tuple[Limiter, Any, dict[bytes, bytes]],
 ) -> None:
     """Each operation on each damaged field completes consistently or changes nothing."""
     lim, client, dump = scene

@@ -62,7 +62,7 @@ def _rates_of(customer: str | None) -> list[str]:
 
 def test_ledger_properties(redis_url: str) -> None:
     """Invariants hold after every step of random operation sequences (sync face)."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
     lim = Limiter.from_url(redis_url)
     policy = Policy.from_toml(POLICY)
 

@@ -73,11 +73,61 @@ def test_defaults_apply_to_unlisted_projects_and_follow_changes(
 
 
 def test_removed_project_loses_its_policy(make_limiter: Any) -> None:
-    """A project dropped from the document falls back to defaults (or no policy)."""
+    """A project a pruning document drops falls back to defaults (or no policy)."""
     a = make_limiter()
     a.apply_policy(Policy.from_toml("[projects.p]\nallow_models=['*']\n"))
     a.reserve("p", "gpt-4o", est_tokens=1).release()
-    a.apply_policy(Policy.from_toml("[projects.other]\nallow_models=['*']\n"))
+    change = a.apply_policy(Policy.from_toml("[projects.other]\nallow_models=['*']\n"), prune=True)
+    assert change.removed == ("p",)
     with pytest.raises(ModelNotAllowed) as exc:
         a.reserve("p", "gpt-4o", est_tokens=1)
     assert exc.value.decision.reason == "no-policy"
+
+
+TEAM_A = "[projects.a]\nallow_models = ['gpt-4o']\n"
+TEAM_B = "[projects.b]\nallow_models = ['gpt-4o-mini']\n"
+
+
+def test_teams_apply_their_own_files(make_limiter: Any, rclient: Any) -> None:
+    """Each team's apply replaces only the projects its file names; both stay in force."""
+    team_a, team_b, worker = make_limiter(), make_limiter(), make_limiter()
+    team_a.apply_policy(Policy.from_toml(TEAM_A), actor="alice")
+    change = team_b.apply_policy(Policy.from_toml(TEAM_B), actor="bob")
+    assert change.projects == ("b",) and change.removed == ()
+    worker.reserve("a", "gpt-4o", est_tokens=1).release()
+    worker.reserve("b", "gpt-4o-mini", est_tokens=1).release()
+    team_a.apply_policy(Policy.from_toml(TEAM_A.replace("gpt-4o'", "gpt-4.1'")), actor="alice")
+    with pytest.raises(ModelNotAllowed):
+        worker.reserve("a", "gpt-4o", est_tokens=1)
+    worker.reserve("b", "gpt-4o-mini", est_tokens=1).release()
+    [b_entry] = audit(rclient, "b", "policy.applied")
+    assert b_entry["actor"] == "bob"
+
+
+def test_prune_makes_the_document_the_whole_truth(make_limiter: Any, rclient: Any) -> None:
+    """prune=True removes every project the document does not list, audited policy.removed."""
+    lim = make_limiter()
+    lim.apply_policy(Policy.from_toml(TEAM_A))
+    lim.apply_policy(Policy.from_toml(TEAM_B))
+    change = lim.apply_policy(Policy.from_toml(TEAM_B), prune=True, actor="gitops")
+    assert change.removed == ("a",)
+    with pytest.raises(ModelNotAllowed):
+        lim.reserve("a", "gpt-4o", est_tokens=1)
+    [removed] = audit(rclient, "a", "policy.removed")
+    assert removed["actor"] == "gitops" and removed["version"] == str(change.version)
+
+
+def test_remove_policy_removes_one_project(make_limiter: Any, rclient: Any) -> None:
+    """remove_policy drops one project (it falls back to [defaults]) and nothing else."""
+    lim = make_limiter()
+    lim.apply_policy(
+        Policy.from_toml(TEAM_A + TEAM_B + "[defaults]\nallow_models = ['claude-*']\n")
+    )
+    change = lim.remove_policy("a", actor="alice")
+    assert change.removed == ("a",)
+    lim.reserve("a", "claude-haiku-4-5", est_tokens=1).release()
+    with pytest.raises(ModelNotAllowed):
+        lim.reserve("a", "gpt-4o", est_tokens=1)
+    lim.reserve("b", "gpt-4o-mini", est_tokens=1).release()
+    [removed] = audit(rclient, "a", "policy.removed")
+    assert removed["reason"] == "defaults"
