@@ -55,7 +55,8 @@ def tokens(kind: str, value: object, *, allow_none: bool = False) -> int:
         raise InvalidRequest(f"{kind} must be an int, got {type(value).__name__} {value!r}")
     if not 0 <= value <= MAX_TOKENS:
         raise InvalidRequest(f"{kind} must be between 0 and {MAX_TOKENS:,}, got {value}")
-    return value
+    # An int subclass (IntEnum) as its plain value: redis-py would send its repr.
+    return value if type(value) is int else int(value)
 
 
 def seconds(kind: str, value: object, *, maximum: float = MAX_TTL_S) -> float:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _helpers import keyspace
 
-from prism_limiter import InvalidRequest, Policy
+from prism_limiter import InvalidRequest, Policy, TokenUsage
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -92,3 +92,43 @@ def test_tag_values_that_look_like_keys_stay_inside_their_project(
     )
     split = {s.split_value for s in limiter.status("search") if s.budget == "per-customer"}
     assert split == {"org:42", "a}{b", "{search}", "x|s", "prism:{other}:budgets", "a=b&c"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"input_tokens": -10_000_000, "output_tokens": 0}, "input_tokens"),
+        ({"input_tokens": 1000.5, "output_tokens": 0}, "input_tokens"),
+        ({"input_tokens": 10, "output_tokens": True}, "output_tokens"),
+        ({"input_tokens": 10, "output_tokens": 100_000_001}, "output_tokens"),
+        ({"input_tokens": 10, "output_tokens": 0, "cache_read_tokens": 11}, "cache_read_tokens"),
+    ],
+    ids=repr,
+)
+def test_bad_token_usage_is_refused_before_it_reaches_redis(
+    limiter: Any, policy: Policy, rclient: Any, fields: dict[str, Any], named: str
+) -> None:
+    """A TokenUsage is checked when built, so a negative or fractional count books nothing."""
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=10)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match=named):
+        r.settle(TokenUsage(**fields))
+    assert keyspace(rclient) == before
+    r.release()
+
+
+def test_int_subclasses_are_booked_as_plain_ints(
+    limiter: Any, policy: Policy, rclient: Any
+) -> None:
+    """An IntEnum count is a real int: it reaches the scripts as digits, not as its repr."""
+    import enum
+
+    class N(enum.IntEnum):
+        TEN = 10
+
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=N.TEN, max_output_tokens=N.TEN)
+    r.settle(input_tokens=N.TEN, output_tokens=N.TEN)
+    report = limiter.usage("search")
+    assert (report.total.input_tokens, report.total.output_tokens) == (10, 10)
