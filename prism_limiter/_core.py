@@ -287,8 +287,14 @@ class LimiterCore:
     def _override_target(
         self, project: str, budget: str, split_value: str | None, actor: str, reason: str
     ) -> Op[tuple[str, str]]:
-        """The instance id and label of an override's budget, checked against the policy."""
+        """The instance id and label of an override's budget, checked against the policy.
+
+        Everything that can be checked without the policy is checked first: reading the policy
+        of a project covered by ``[defaults]`` registers the project."""
         _validate.name("project", project)
+        _validate.name("budget", budget)
+        if split_value is not None:
+            _validate.tag_value("split_value", split_value)
         _validate.text("actor", actor)
         _validate.text("reason", reason)
         rules = yield from self.rules(project)

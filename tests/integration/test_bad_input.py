@@ -31,6 +31,8 @@ BAD_RESERVES: list[dict[str, Any]] = [
     {"tags": {"team": 5}},
     {"tags": {f"k{i}": "v" for i in range(17)}},
     {"tags": {"team": "x" * 257}},
+    {"tags": {"team": "\ud800"}},
+    {"tags": {"feature": "chat", "customer": "acme\udfff"}},
     {"tags": ["team"]},
     {"ttl_s": 0},
     {"ttl_s": -1},
@@ -132,3 +134,66 @@ def test_int_subclasses_are_booked_as_plain_ints(
     r.settle(input_tokens=N.TEN, output_tokens=N.TEN)
     report = limiter.usage("search")
     assert (report.total.input_tokens, report.total.output_tokens) == (10, 10)
+
+
+DEFAULTS_POLICY = """
+[defaults]
+allow_models = ["*"]
+
+[[defaults.budgets]]
+id = "per-customer"
+usd = 1.0
+period = "day"
+split_by = "customer"
+"""
+
+LONE_SURROGATE = "a\ud800b"
+
+
+def test_a_lone_surrogate_tag_changes_nothing_under_defaults(limiter: Any, rclient: Any) -> None:
+    """A tag that cannot be encoded as UTF-8 is refused before the project registers itself."""
+    limiter.apply_policy(Policy.from_toml(DEFAULTS_POLICY))
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        limiter.reserve("unlisted", "gpt-4o-mini", est_tokens=10, tags={"customer": LONE_SURROGATE})
+    assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize("project", ["search", "unlisted"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"actor": LONE_SURROGATE},
+        {"reason": LONE_SURROGATE},
+        {"split_value": LONE_SURROGATE},
+        {"split_value": "a\nb"},
+        {"split_value": ""},
+        {"split_value": 42},
+    ],
+    ids=repr,
+)
+def test_bad_override_text_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any, project: str, bad: dict[str, Any]
+) -> None:
+    """Actor, reason and split value are checked before any I/O, for a listed project and for
+    one that [defaults] covers (whose first read would register it)."""
+    defaults = Policy.from_toml(DEFAULTS_POLICY).defaults
+    limiter.apply_policy(Policy(projects=policy.projects, defaults=defaults))
+    before = keyspace(rclient)
+    args: dict[str, Any] = {"actor": "cfo", "reason": "launch", "split_value": "acme"}
+    args.update(bad)
+    with pytest.raises(InvalidRequest):
+        limiter.grant_override(project, "per-customer", usd=1, ttl_s=60, **args)
+    with pytest.raises(InvalidRequest):
+        limiter.revoke_override(project, "per-customer", **args)
+    assert keyspace(rclient) == before
+
+
+def test_a_lone_surrogate_actor_of_apply_policy_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any
+) -> None:
+    limiter.apply_policy(policy)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        limiter.apply_policy(policy, actor=LONE_SURROGATE)
+    assert keyspace(rclient) == before
