@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -197,3 +198,27 @@ def test_a_lone_surrogate_actor_of_apply_policy_changes_nothing(
     with pytest.raises(InvalidRequest, match="UTF-8"):
         limiter.apply_policy(policy, actor=LONE_SURROGATE)
     assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize(
+    ("counts", "unknown"),
+    [
+        ({"input_tokens": 10, "output_tokens": 5, "cached_tokens": 5}, "cached_tokens"),
+        ({"input_tokens": 10, "ouput_tokens": 5}, "ouput_tokens"),
+        ({"input_tokens": 10, "output_tokens": 5, "reasoning_tokens": None}, "reasoning_tokens"),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("face", ["reservation", "limiter"])
+def test_an_unknown_count_is_named(
+    limiter: Any, policy: Policy, rclient: Any, counts: dict[str, Any], unknown: str, face: str
+) -> None:
+    """A misspelt or unsupported count raises InvalidRequest naming it and the accepted ones."""
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=10)
+    before = keyspace(rclient)
+    settle = r.settle if face == "reservation" else partial(limiter.settle, "search", r.id)
+    with pytest.raises(InvalidRequest, match=rf"{unknown}.*input_tokens.*cache_write_1h_tokens"):
+        settle(**counts)
+    assert keyspace(rclient) == before
+    r.release()
