@@ -209,10 +209,14 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Raises:
             PolicyError: malformed TOML, or an unknown or invalid key (the message names it).
         """
+        if not isinstance(text, str | bytes):
+            raise PolicyError(f"a policy is TOML text (str or bytes), got {type(text).__name__}")
         try:
             raw = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PolicyError(f"malformed policy TOML: {exc}") from None
+        except RecursionError:
+            raise PolicyError("malformed policy TOML: tables or arrays nested too deep") from None
         unknown = sorted(set(raw) - {"projects", "defaults"})
         if unknown:
             raise PolicyError(f"invalid policy: unknown top-level key {unknown[0]!r}")
@@ -243,6 +247,8 @@ def _convert(body: object, where: str) -> ProjectPolicy:
     """One project table as a record; the error names the full key path (``projects.x.y``)."""
     try:
         return msgspec.convert(body, ProjectPolicy)
+    except RecursionError:
+        raise PolicyError(f"invalid policy: `{where}` is nested too deep") from None
     except msgspec.ValidationError as exc:
         message = str(exc).replace("`$", f"`{where}")
         if " - at `" not in message:

@@ -89,3 +89,30 @@ def test_load_reads_a_file(tmp_path: object) -> None:
     assert Policy.load(path).projects["p"].allow_models == ("*",)
     with pytest.raises(PolicyError, match="cannot read"):
         Policy.load(Path(str(tmp_path)) / "missing.toml")
+
+
+def nested(depth: int) -> str:
+    return "{b = " * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + nested(500),
+        "[projects.p]\na = " + nested(500),
+        "[projects.p]\nallow_models = " + "[" * 500 + "]" * 500,
+        "[projects.p]\nwhere = " + nested(200),  # parses, then deep for msgspec
+        "[defaults]\nprices = " + nested(300),
+    ],
+    ids=["top", "project", "array", "where", "defaults"],
+)
+def test_deeply_nested_tables_are_a_policy_error(text: str) -> None:
+    """Nesting that exhausts the parser's stack is a malformed policy, not a RecursionError."""
+    with pytest.raises(PolicyError, match="policy"):
+        Policy.from_toml(text)
+
+
+@pytest.mark.parametrize("text", [None, 42, ["[projects.p]"]])
+def test_a_policy_document_is_text(text: object) -> None:
+    with pytest.raises(PolicyError, match="str or bytes"):
+        Policy.from_toml(text)  # type: ignore[arg-type]
