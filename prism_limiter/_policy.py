@@ -12,6 +12,7 @@ import msgspec
 
 from prism_limiter import _validate
 from prism_limiter._money import MAX_USD
+from prism_limiter._pricing import provider_problem
 from prism_limiter.errors import InvalidRequest, PolicyError
 
 Period = Literal["day", "week", "month", "quarter", "year", "total"]
@@ -61,6 +62,14 @@ def _check_where(where: dict[str, str]) -> None:
             _validate.tag_value(key, value)
         except InvalidRequest as exc:
             raise ValueError(str(exc)) from None
+
+
+class _FieldError(ValueError):
+    """A ``__post_init__`` error about one field: the error path names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class PriceOverride(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -176,6 +185,10 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("default_max_output_tokens must be between 0 and 100,000,000")
         if not 1 <= self.hold_ttl_s <= _validate.MAX_TTL_S:
             raise ValueError(f"hold_ttl_s must be between 1 and {_validate.MAX_TTL_S}")
+        if self.provider is not None:
+            problem = provider_problem(self.provider)
+            if problem is not None:
+                raise _FieldError("provider", problem)
         for model in self.prices:
             try:
                 _validate.model(model)
@@ -253,6 +266,8 @@ def _convert(body: object, where: str) -> ProjectPolicy:
         message = str(exc).replace("`$", f"`{where}")
         if " - at `" not in message:
             message += f" - at `{where}`"
+        if isinstance(exc.__cause__, _FieldError):
+            message = f"{message[:-1]}.{exc.__cause__.field}`"
         raise PolicyError(f"invalid policy: {message}") from None
 
 

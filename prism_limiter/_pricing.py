@@ -9,6 +9,8 @@ checks it over random usage).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,6 +18,7 @@ from typing import Any
 
 import msgspec
 from genai_prices import Usage, calc_price
+from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 
 from prism_limiter import _validate
 from prism_limiter._money import pico_to_nano_ceil
@@ -205,3 +208,36 @@ class PriceBook:
 
 
 PRICES = PriceBook()
+
+
+# -- providers -------------------------------------------------------------------------------
+
+_COMMON_PROVIDERS = ("openai", "anthropic", "google", "aws", "azure", "mistral")
+
+
+@functools.cache
+def provider_ids() -> tuple[str, ...]:
+    """The provider ids genai-prices knows, read once from its price data."""
+    return tuple(sorted(p.id for p in get_snapshot().providers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_provider(provider: str) -> bool:
+    if provider in provider_ids() or provider.lower() == "litellm":
+        return True
+    # genai-prices also resolves aliases ("xai", "bedrock", "gemini"): accept what it accepts.
+    return find_provider_by_id(get_snapshot().providers, provider) is not None
+
+
+def provider_problem(provider: object) -> str | None:
+    """Why ``provider`` is not a provider genai-prices knows, or None when it is."""
+    if isinstance(provider, str) and _validate.is_name(provider) and _is_provider(provider):
+        return None
+    ids = provider_ids()
+    near = difflib.get_close_matches(str(provider).lower(), ids, n=3) if provider else []
+    hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+    examples = [i for i in _COMMON_PROVIDERS if i in ids] or list(ids[:6])
+    return (
+        f"unknown provider {provider!r}; {hint}genai-prices knows"
+        f" {', '.join(map(repr, examples))} and {len(ids) - len(examples)} more"
+    )

@@ -23,6 +23,10 @@ MAX_TTL_S = 7 * 86400
 RESERVATION_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
+def is_name(value: str) -> bool:
+    return _NAME.match(value) is not None
+
+
 def name(kind: str, value: object) -> str:
     """A project, budget or tag key: 1-64 of ``A-Z a-z 0-9 _ . -``, starting alphanumeric."""
     if not isinstance(value, str) or not _NAME.match(value):

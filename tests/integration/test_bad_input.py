@@ -222,3 +222,16 @@ def test_an_unknown_count_is_named(
         settle(**counts)
     assert keyspace(rclient) == before
     r.release()
+
+
+@pytest.mark.parametrize("project", ["search", "unlisted"])
+def test_an_unknown_provider_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any, project: str
+) -> None:
+    """reserve(provider=...) is checked against genai-prices' providers before any I/O."""
+    defaults = Policy.from_toml(DEFAULTS_POLICY).defaults
+    limiter.apply_policy(Policy(projects=policy.projects, defaults=defaults))
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match=r"unknown provider 'nope'.*'openai'"):
+        limiter.reserve(project, "gpt-4o-mini", est_tokens=10, provider="nope")
+    assert keyspace(rclient) == before

@@ -116,3 +116,31 @@ def test_deeply_nested_tables_are_a_policy_error(text: str) -> None:
 def test_a_policy_document_is_text(text: object) -> None:
     with pytest.raises(PolicyError, match="str or bytes"):
         Policy.from_toml(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (BASE + "provider = 'a b'\n", "projects.p.provider"),
+        (BASE + "provider = 'nope'\n", "projects.p.provider"),
+        ("[defaults]\nprovider = 'a b'\n", "defaults.provider"),
+    ],
+)
+def test_an_unknown_provider_is_a_policy_error(text: str, path: str) -> None:
+    """The provider must be one genai-prices knows; the message names the key and valid ids."""
+    with pytest.raises(PolicyError, match="unknown provider") as exc:
+        Policy.from_toml(text)
+    assert f"`{path}`" in str(exc.value)
+    assert "'openai'" in str(exc.value) and "'anthropic'" in str(exc.value)
+
+
+def test_a_misspelt_provider_gets_a_suggestion() -> None:
+    with pytest.raises(PolicyError, match="did you mean 'openai'"):
+        Policy.from_toml(BASE + "provider = 'opnai'\n")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "x-ai", "xai", "OpenAI", "bedrock"])
+def test_known_providers_and_their_aliases_are_accepted(provider: str) -> None:
+    """Whatever genai-prices itself resolves (ids, and aliases such as xai or bedrock)."""
+    policy = Policy.from_toml(BASE + f"provider = '{provider}'\n")
+    assert policy.projects["p"].provider == provider
