@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -268,7 +268,31 @@ def _convert(body: object, where: str) -> ProjectPolicy:
             message += f" - at `{where}`"
         if isinstance(exc.__cause__, _FieldError):
             message = f"{message[:-1]}.{exc.__cause__.field}`"
-        raise PolicyError(f"invalid policy: {message}") from None
+        raise PolicyError(f"invalid policy: {_with_choices(message)}") from None
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The valid values of every enum (``Literal``) field of a project table, by field name."""
+    out: dict[str, tuple[str, ...]] = {}
+    for struct in (ProjectPolicy, BudgetPolicy, RateLimitPolicy, PriceOverride):
+        for fld in msgspec.structs.fields(struct):
+            args = get_args(fld.type)
+            if get_origin(fld.type) is Literal:
+                assert out.setdefault(fld.name, args) == args, fld.name  # names stay unambiguous
+    return out
+
+
+_CHOICES = _choices()
+
+
+def _with_choices(message: str) -> str:
+    """msgspec says "Invalid enum value 'x'" without the valid ones: add them."""
+    path = message.rpartition(" - at `")[2].rstrip("`")
+    choices = _CHOICES.get(path.rpartition(".")[2])
+    if choices is None or not message.startswith(("Invalid enum value", "Expected `str`")):
+        return message
+    head, sep, tail = message.partition(" - at `")
+    return f"{head} (one of {', '.join(map(repr, choices))}){sep}{tail}"
 
 
 _PROJECT_DECODER = msgspec.json.Decoder(ProjectPolicy)

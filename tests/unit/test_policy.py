@@ -144,3 +144,23 @@ def test_known_providers_and_their_aliases_are_accepted(provider: str) -> None:
     """Whatever genai-prices itself resolves (ids, and aliases such as xai or bedrock)."""
     policy = Policy.from_toml(BASE + f"provider = '{provider}'\n")
     assert policy.projects["p"].provider == provider
+
+
+BUDGET = BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        (BUDGET + "period='fortnight'\n", "'day', 'week', 'month', 'quarter', 'year', 'total'"),
+        (BUDGET + "period=14\n", "'day', 'week', 'month', 'quarter', 'year', 'total'"),
+        (BUDGET + "on_expiry='x'\n", "'charge', 'release'"),
+        (BUDGET + "week_start='friday'\n", "'monday', 'sunday'"),
+        (BASE + "on_unknown_price='maybe'\n", "'deny', 'allow'"),
+        ("[defaults]\non_unknown_price='maybe'\n", "'deny', 'allow'"),
+    ],
+)
+def test_a_bad_enum_value_lists_the_valid_ones(text: str, values: str) -> None:
+    with pytest.raises(PolicyError) as exc:
+        Policy.from_toml(text)
+    assert f"one of {values}" in str(exc.value)
