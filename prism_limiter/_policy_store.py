@@ -18,6 +18,7 @@ from prism_limiter._log import logger
 from prism_limiter._policy import Policy, decode_project, encode_project
 from prism_limiter._protocol import Command, Op, Script, as_int, text
 from prism_limiter._rules import ProjectRules
+from prism_limiter.errors import InvalidRequest
 
 
 class PolicyStore:
@@ -36,6 +37,11 @@ class PolicyStore:
 
     def apply(self, policy: Policy, actor: str) -> Op[int]:
         """Store ``policy`` under a new version for every listed and every known project."""
+        if not isinstance(policy, Policy):
+            raise InvalidRequest(
+                f"apply_policy takes a Policy (Policy.from_toml or Policy.load), got"
+                f" {type(policy).__name__}"
+            )
         actor = _validate.text("actor", actor)
         ns = self.namespace
         doc = msgspec.json.encode(policy).decode()

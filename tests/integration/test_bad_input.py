@@ -235,3 +235,15 @@ def test_an_unknown_provider_changes_nothing(
     with pytest.raises(InvalidRequest, match=r"unknown provider 'nope'.*'openai'"):
         limiter.reserve(project, "gpt-4o-mini", est_tokens=10, provider="nope")
     assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize("not_a_policy", [{"projects": {}}, "[projects.p]\n", None], ids=repr)
+def test_apply_policy_takes_a_policy(
+    limiter: Any, policy: Policy, rclient: Any, not_a_policy: object
+) -> None:
+    """A dict or TOML text handed to apply_policy is refused before the version is bumped."""
+    limiter.apply_policy(policy)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match=r"Policy\.from_toml"):
+        limiter.apply_policy(not_a_policy)
+    assert keyspace(rclient) == before
