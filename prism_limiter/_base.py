@@ -101,8 +101,18 @@ def raise_for(decision: Decision) -> None:
     raise LimitExceeded(decision)
 
 
+_COUNTS = frozenset(TokenUsage.__struct_fields__)
+
+
 def usage_of(usage: Any, counts: dict[str, Any]) -> TokenUsage:
     """A usage object/dict, or explicit counts (``input_tokens=...``), never both."""
+    if not _COUNTS.issuperset(counts):
+        unknown = sorted(set(counts) - _COUNTS)
+        raise InvalidRequest(
+            f"settle() got unknown token count{'s' if len(unknown) > 1 else ''}"
+            f" {', '.join(map(repr, unknown))}; it accepts"
+            f" {', '.join(TokenUsage.__struct_fields__)}"
+        )
     given = {k: v for k, v in counts.items() if v is not None}
     if usage is not None and given:
         raise InvalidRequest("pass a usage object or explicit token counts, not both")

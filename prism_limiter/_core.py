@@ -7,7 +7,7 @@ the Redis requests it needs; the sync and async drivers only execute them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -34,7 +34,7 @@ from prism_limiter._replies import (
     record_model,
     settlement,
 )
-from prism_limiter._report import build_report, usage_days
+from prism_limiter._report import build_report, usage_days, utc_day
 from prism_limiter._rules import BudgetMatch, ProjectRules
 from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimiterError
 
@@ -176,6 +176,12 @@ class LimiterCore:
     # -- policy -----------------------------------------------------------------------------
 
     def apply_policy(self, policy: Policy, actor: str, prune: bool) -> Op[PolicyChange]:
+        if not isinstance(policy, Policy):
+            raise InvalidRequest(
+                f"apply_policy takes a Policy (Policy.from_toml or Policy.load), got"
+                f" {type(policy).__name__}"
+            )
+        _validate.text("actor", actor)
         yield from self._preflight()
         return (yield from self.policies.apply(policy, actor, prune=prune))
 
@@ -365,8 +371,14 @@ class LimiterCore:
     def _override_target(
         self, project: str, budget: str, split_value: str | None, actor: str, reason: str
     ) -> Op[tuple[str, str]]:
-        """The instance id and label of an override's budget, checked against the policy."""
+        """The instance id and label of an override's budget, checked against the policy.
+
+        Everything that can be checked without the policy is checked first: reading the policy
+        of a project covered by ``[defaults]`` registers the project."""
         _validate.name("project", project)
+        _validate.name("budget", budget)
+        if split_value is not None:
+            _validate.tag_value("split_value", split_value)
         _validate.text("actor", actor)
         _validate.text("reason", reason)
         yield from self._preflight()
@@ -446,12 +458,13 @@ class LimiterCore:
         self._check_reply(reply)
         return budget_states(reply)
 
-    def usage(self, project: str, start: datetime | None, end: datetime | None) -> Op[UsageReport]:
+    def usage(self, project: str, start: date | None, end: date | None) -> Op[UsageReport]:
+        """Sum the usage days ``start``..``end`` (each a date or datetime, see ``utc_day``);
+        ``start`` defaults to today (UTC), ``end`` to ``start``."""
         project = _validate.name("project", project)
-        now = datetime.now(UTC)
-        days = usage_days(start or now, end or start or now)
-        if len(days) > 400:
-            raise InvalidRequest("a usage report spans at most 400 days")
+        first = datetime.now(UTC).date() if start is None else utc_day("start", start)
+        last = first if end is None else utc_day("end", end)
+        days = usage_days(first, last)
         sums: dict[str, dict[str, int]] = {}
         for day in days:
             flat = yield Command(("HGETALL", self.keys(project).usage(day)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import redis
@@ -193,9 +193,15 @@ class Limiter(BaseLimiter):
         return self._run(self._core.status(project))
 
     def usage(
-        self, project: str, start: datetime | None = None, end: datetime | None = None
+        self, project: str, start: date | datetime | None = None, end: date | datetime | None = None
     ) -> UsageReport:
-        """Attribution for UTC days ``start``..``end`` (default today): per model, per tag."""
+        """Attribution for UTC days ``start``..``end`` inclusive: per model, per tag.
+
+        ``start`` defaults to today (UTC), ``end`` to ``start``; at most 400 days. Each bound is a
+        ``date`` (a UTC day) or a ``datetime``: an aware one is converted to UTC, a naive one is
+        read as UTC (not as the host's local time). Anything else, or ``start`` after ``end``,
+        raises ``InvalidRequest``.
+        """
         return self._run(self._core.usage(project, start, end))
 
     def grant_override(

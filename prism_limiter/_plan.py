@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prism_limiter import _validate
 from prism_limiter._keys import LS, usage_dimensions
-from prism_limiter._pricing import ModelPrice
+from prism_limiter._pricing import ModelPrice, provider_problem
 from prism_limiter._rules import BudgetMatch, ProjectRules
 from prism_limiter.errors import InvalidRequest
 
@@ -58,8 +58,15 @@ def request(
         reservation_id=uuid.uuid4().hex
         if reservation_id is None
         else _validate.reservation_id(reservation_id),
-        provider=None if provider is None else _validate.name("provider", provider),
+        provider=None if provider is None else _provider(provider),
     )
+
+
+def _provider(value: object) -> str:
+    problem = provider_problem(value)
+    if problem is not None or not isinstance(value, str):
+        raise InvalidRequest(problem)
+    return value
 
 
 def tags_json(tags: dict[str, str]) -> str:

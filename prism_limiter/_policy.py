@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from prism_limiter import _validate
 from prism_limiter._money import MAX_USD
+from prism_limiter._pricing import provider_problem
 from prism_limiter.errors import InvalidRequest, PolicyError
 
 Period = Literal["day", "week", "month", "quarter", "year", "total"]
@@ -61,6 +62,14 @@ def _check_where(where: dict[str, str]) -> None:
             _validate.tag_value(key, value)
         except InvalidRequest as exc:
             raise ValueError(str(exc)) from None
+
+
+class _FieldError(ValueError):
+    """A ``__post_init__`` error about one field: the error path names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class PriceOverride(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -181,6 +190,10 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("default_max_cache_write_tokens must be between 0 and 100,000,000")
         if not 1 <= self.hold_ttl_s <= _validate.MAX_TTL_S:
             raise ValueError(f"hold_ttl_s must be between 1 and {_validate.MAX_TTL_S}")
+        if self.provider is not None:
+            problem = provider_problem(self.provider)
+            if problem is not None:
+                raise _FieldError("provider", problem)
         for model in self.prices:
             try:
                 _validate.model(model)
@@ -214,10 +227,14 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Raises:
             PolicyError: malformed TOML, or an unknown or invalid key (the message names it).
         """
+        if not isinstance(text, str | bytes):
+            raise PolicyError(f"a policy is TOML text (str or bytes), got {type(text).__name__}")
         try:
             raw = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PolicyError(f"malformed policy TOML: {exc}") from None
+        except RecursionError:
+            raise PolicyError("malformed policy TOML: tables or arrays nested too deep") from None
         unknown = sorted(set(raw) - {"projects", "defaults"})
         if unknown:
             raise PolicyError(f"invalid policy: unknown top-level key {unknown[0]!r}")
@@ -248,11 +265,39 @@ def _convert(body: object, where: str) -> ProjectPolicy:
     """One project table as a record; the error names the full key path (``projects.x.y``)."""
     try:
         return msgspec.convert(body, ProjectPolicy)
+    except RecursionError:
+        raise PolicyError(f"invalid policy: `{where}` is nested too deep") from None
     except msgspec.ValidationError as exc:
         message = str(exc).replace("`$", f"`{where}")
         if " - at `" not in message:
             message += f" - at `{where}`"
-        raise PolicyError(f"invalid policy: {message}") from None
+        if isinstance(exc.__cause__, _FieldError):
+            message = f"{message[:-1]}.{exc.__cause__.field}`"
+        raise PolicyError(f"invalid policy: {_with_choices(message)}") from None
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The valid values of every enum (``Literal``) field of a project table, by field name."""
+    out: dict[str, tuple[str, ...]] = {}
+    for struct in (ProjectPolicy, BudgetPolicy, RateLimitPolicy, PriceOverride):
+        for fld in msgspec.structs.fields(struct):
+            args = get_args(fld.type)
+            if get_origin(fld.type) is Literal:
+                assert out.setdefault(fld.name, args) == args, fld.name  # names stay unambiguous
+    return out
+
+
+_CHOICES = _choices()
+
+
+def _with_choices(message: str) -> str:
+    """msgspec says "Invalid enum value 'x'" without the valid ones: add them."""
+    path = message.rpartition(" - at `")[2].rstrip("`")
+    choices = _CHOICES.get(path.rpartition(".")[2])
+    if choices is None or not message.startswith(("Invalid enum value", "Expected `str`")):
+        return message
+    head, sep, tail = message.partition(" - at `")
+    return f"{head} (one of {', '.join(map(repr, choices))}){sep}{tail}"
 
 
 _PROJECT_DECODER = msgspec.json.Decoder(ProjectPolicy)

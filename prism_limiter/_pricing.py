@@ -9,6 +9,8 @@ checks it over random usage).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,7 +18,9 @@ from typing import Any
 
 import msgspec
 from genai_prices import Usage, calc_price
+from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 
+from prism_limiter import _validate
 from prism_limiter._money import pico_to_nano_ceil
 from prism_limiter.errors import InvalidRequest
 
@@ -37,6 +41,10 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
 
     ``cache_write_tokens`` counts every cache write; ``cache_write_1h_tokens`` is the part of it
     written with a one-hour lifetime (Anthropic), priced separately where the model has a price.
+
+    Checked when built: every count is an int (not a bool or float) from 0 to 100 million,
+    ``cache_read_tokens + cache_write_tokens <= input_tokens`` and
+    ``cache_write_1h_tokens <= cache_write_tokens``; otherwise ``InvalidRequest`` names the field.
     """
 
     input_tokens: int = 0
@@ -45,7 +53,30 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
 
-    def check(self) -> TokenUsage:
+    def __post_init__(self) -> None:
+        # One expression on the hot path; the slow path finds the culprit and names it.
+        i, o, r = self.input_tokens, self.output_tokens, self.cache_read_tokens
+        w, w1 = self.cache_write_tokens, self.cache_write_1h_tokens
+        if not (
+            type(i) is int
+            and type(o) is int
+            and type(r) is int
+            and type(w) is int
+            and type(w1) is int
+            and 0 <= i <= _MAX_TOKENS
+            and 0 <= o <= _MAX_TOKENS
+            and r >= 0
+            and w >= w1 >= 0
+            and r + w <= i
+        ):
+            self._check_slowly()
+
+    def _check_slowly(self) -> None:
+        for field in _USAGE_FIELDS:
+            # Raises, or returns an int subclass (IntEnum) as a plain int.
+            msgspec.structs.force_setattr(
+                self, field, _validate.tokens(field, getattr(self, field))
+            )
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
             raise InvalidRequest(
                 "cache_read_tokens + cache_write_tokens cannot exceed input_tokens (the total"
@@ -53,8 +84,14 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
                 f" {self.input_tokens}"
             )
         if self.cache_write_1h_tokens > self.cache_write_tokens:
-            raise InvalidRequest("cache_write_1h_tokens cannot exceed cache_write_tokens")
-        return self
+            raise InvalidRequest(
+                "cache_write_1h_tokens cannot exceed cache_write_tokens:"
+                f" {self.cache_write_1h_tokens} > {self.cache_write_tokens}"
+            )
+
+
+_USAGE_FIELDS = TokenUsage.__struct_fields__
+_MAX_TOKENS = _validate.MAX_TOKENS
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +118,25 @@ class ModelPrice:
 
     def cost_nano(self, usage: TokenUsage) -> int:
         """Cost of ``usage`` in nano-dollars, rounded up."""
+        return self._cost_nano(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+        )
+
+    def _cost_nano(self, total_in: int, out: int, read: int, write: int, write_1h: int) -> int:
         c = self.classes
-        total_in = usage.input_tokens
-        cw1h = usage.cache_write_1h_tokens if "cache_write_1h" in c else 0
-        cw = usage.cache_write_tokens - cw1h if "cache_write" in c else 0
-        cr = usage.cache_read_tokens if "cache_read" in c else 0
+        cw1h = write_1h if "cache_write_1h" in c else 0
+        cw = write - cw1h if "cache_write" in c else 0
+        cr = read if "cache_read" in c else 0
         leaves = {
             "input": total_in - cr - cw - cw1h,
             "cache_read": cr,
             "cache_write": cw,
             "cache_write_1h": cw1h,
-            "output": usage.output_tokens,
+            "output": out,
         }
         pico = 0
         for cls, count in leaves.items():
@@ -182,3 +227,36 @@ class PriceBook:
 
 
 PRICES = PriceBook()
+
+
+# -- providers -------------------------------------------------------------------------------
+
+_COMMON_PROVIDERS = ("openai", "anthropic", "google", "aws", "azure", "mistral")
+
+
+@functools.cache
+def provider_ids() -> tuple[str, ...]:
+    """The provider ids genai-prices knows, read once from its price data."""
+    return tuple(sorted(p.id for p in get_snapshot().providers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_provider(provider: str) -> bool:
+    if provider in provider_ids() or provider.lower() == "litellm":
+        return True
+    # genai-prices also resolves aliases ("xai", "bedrock", "gemini"): accept what it accepts.
+    return find_provider_by_id(get_snapshot().providers, provider) is not None
+
+
+def provider_problem(provider: object) -> str | None:
+    """Why ``provider`` is not a provider genai-prices knows, or None when it is."""
+    if isinstance(provider, str) and _validate.is_name(provider) and _is_provider(provider):
+        return None
+    ids = provider_ids()
+    near = difflib.get_close_matches(str(provider).lower(), ids, n=3) if provider else []
+    hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+    examples = [i for i in _COMMON_PROVIDERS if i in ids] or list(ids[:6])
+    return (
+        f"unknown provider {provider!r}; {hint}genai-prices knows"
+        f" {', '.join(map(repr, examples))} and {len(ids) - len(examples)} more"
+    )

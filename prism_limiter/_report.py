@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from prism_limiter._keys import unescape
 from prism_limiter._money import nano_to_usd
 from prism_limiter._records import UsageReport, UsageRow
+from prism_limiter.errors import InvalidRequest
 
 
 def _row(counters: dict[str, int]) -> UsageRow:
@@ -51,10 +52,36 @@ def build_report(
     )
 
 
-def usage_days(start: datetime, end: datetime) -> list[str]:
-    """UTC days from ``start`` to ``end`` inclusive, as the usage keys name them."""
-    days, day = [], start.astimezone(UTC).date()
-    while day <= end.astimezone(UTC).date():
-        days.append(day.strftime("%Y%m%d"))
-        day += timedelta(days=1)
-    return days
+MAX_REPORT_DAYS = 400
+
+
+def utc_day(kind: str, value: object) -> date:
+    """The UTC day of a ``date`` or ``datetime``; a naive datetime is read as UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return value.date()
+        try:
+            return value.astimezone(UTC).date()
+        except OverflowError:
+            raise InvalidRequest(f"{kind} is out of range in UTC: {value!r}") from None
+    if isinstance(value, date):
+        return value
+    raise InvalidRequest(
+        f"{kind} must be a datetime.date or datetime.datetime, got {type(value).__name__} {value!r}"
+    )
+
+
+def usage_days(start: date, end: date) -> list[str]:
+    """UTC days from ``start`` to ``end`` inclusive, as the usage keys name them.
+
+    Raises ``InvalidRequest`` when ``start`` is after ``end`` or the span is longer than
+    ``MAX_REPORT_DAYS``; the span is checked before any day is listed."""
+    span = (end - start).days + 1
+    if span < 1:
+        raise InvalidRequest(f"start ({start}) is after end ({end})")
+    if span > MAX_REPORT_DAYS:
+        raise InvalidRequest(
+            f"a usage report spans at most {MAX_REPORT_DAYS} days, got {span:,} ({start} to {end})"
+        )
+    # isoformat, not strftime: "%Y" is not zero-padded before year 1000 on every platform.
+    return [(start + timedelta(days=n)).isoformat().replace("-", "") for n in range(span)]

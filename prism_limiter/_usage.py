@@ -58,9 +58,7 @@ def from_usage(obj: Any) -> TokenUsage:
             m, "thoughtsTokenCount", "thoughts_token_count"
         )
         cached = _count(m, "cachedContentTokenCount", "cached_content_token_count")
-        return TokenUsage(
-            input_tokens=total_in, output_tokens=out, cache_read_tokens=cached
-        ).check()
+        return TokenUsage(input_tokens=total_in, output_tokens=out, cache_read_tokens=cached)
     if "prompt_tokens" in m:  # OpenAI Chat Completions: prompt includes cached tokens
         details = _mapping(m.get("prompt_tokens_details"))
         return TokenUsage(
@@ -68,7 +66,7 @@ def from_usage(obj: Any) -> TokenUsage:
             output_tokens=_count(m, "completion_tokens"),
             cache_read_tokens=_count(details, "cached_tokens"),
             cache_write_tokens=_count(details, "cache_write_tokens"),
-        ).check()
+        )
     if "input_tokens_details" in m:  # OpenAI Responses: input includes cached tokens
         details = _mapping(m.get("input_tokens_details"))
         return TokenUsage(
@@ -76,7 +74,7 @@ def from_usage(obj: Any) -> TokenUsage:
             output_tokens=_count(m, "output_tokens"),
             cache_read_tokens=_count(details, "cached_tokens"),
             cache_write_tokens=_count(details, "cache_write_tokens"),
-        ).check()
+        )
     if "input_tokens" in m or "output_tokens" in m:  # Anthropic: input excludes cache traffic
         read = _count(m, "cache_read_input_tokens")
         write = _count(m, "cache_creation_input_tokens")
@@ -88,22 +86,24 @@ def from_usage(obj: Any) -> TokenUsage:
             cache_read_tokens=read,
             cache_write_tokens=max(write, write_1h),
             cache_write_1h_tokens=write_1h,
-        ).check()
+        )
     raise InvalidRequest(f"unrecognised usage shape with keys {sorted(m)[:8]}")
 
 
 def from_counts(
-    input_tokens: object,
-    output_tokens: object,
-    cache_read_tokens: object = 0,
-    cache_write_tokens: object = 0,
-    cache_write_1h_tokens: object = 0,
+    input_tokens: Any,
+    output_tokens: Any,
+    cache_read_tokens: Any = 0,
+    cache_write_tokens: Any = 0,
+    cache_write_1h_tokens: Any = 0,
 ) -> TokenUsage:
-    """Explicit counts; ``input_tokens`` is the total input, cache counts are parts of it."""
+    """Explicit counts; ``input_tokens`` is the total input, cache counts are parts of it.
+
+    ``TokenUsage`` checks each count (``InvalidRequest`` naming the field)."""
     return TokenUsage(
-        input_tokens=_validate.tokens("input_tokens", input_tokens),
-        output_tokens=_validate.tokens("output_tokens", output_tokens),
-        cache_read_tokens=_validate.tokens("cache_read_tokens", cache_read_tokens),
-        cache_write_tokens=_validate.tokens("cache_write_tokens", cache_write_tokens),
-        cache_write_1h_tokens=_validate.tokens("cache_write_1h_tokens", cache_write_1h_tokens),
-    ).check()
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+    )

@@ -12,13 +12,19 @@ from prism_limiter.errors import InvalidRequest
 # alphabet; tag *values* may hold anything printable and are escaped where they are stored.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@\-]{0,127}\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters break the scripts' separators; a lone surrogate (U+D800-U+DFFF) cannot be
+# encoded as UTF-8, so redis-py would fail on it after the first writes.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 MAX_TAGS = 16
 MAX_TAG_VALUE = 256
 MAX_TOKENS = 100_000_000
 MAX_TTL_S = 7 * 86400
 RESERVATION_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
+
+
+def is_name(value: str) -> bool:
+    return _NAME.match(value) is not None
 
 
 def name(kind: str, value: object) -> str:
@@ -55,7 +61,8 @@ def tokens(kind: str, value: object, *, allow_none: bool = False) -> int:
         raise InvalidRequest(f"{kind} must be an int, got {type(value).__name__} {value!r}")
     if not 0 <= value <= MAX_TOKENS:
         raise InvalidRequest(f"{kind} must be between 0 and {MAX_TOKENS:,}, got {value}")
-    return value
+    # An int subclass (IntEnum) as its plain value: redis-py would send its repr.
+    return value if type(value) is int else int(value)
 
 
 def seconds(kind: str, value: object, *, maximum: float = MAX_TTL_S) -> float:
@@ -66,13 +73,25 @@ def seconds(kind: str, value: object, *, maximum: float = MAX_TTL_S) -> float:
     return float(value)
 
 
+def _unsafe(value: str) -> str | None:
+    """Why ``value`` may not be stored (a control character, a lone surrogate), or None."""
+    bad = _UNSAFE.search(value)
+    if bad is None:
+        return None
+    if bad.group() >= "\ud800":
+        return "holds a lone surrogate, which cannot be encoded as UTF-8"
+    return "holds a control character or newline"
+
+
 def tag_value(key: str, value: object) -> str:
+    """A tag (or split) value: 1-256 characters, no control character, valid UTF-8."""
     if not isinstance(value, str):
         raise InvalidRequest(f"tag {key!r} must be a string, got {type(value).__name__}")
     if not value or len(value) > MAX_TAG_VALUE:
         raise InvalidRequest(f"tag {key!r} must be 1-{MAX_TAG_VALUE} characters, got {len(value)}")
-    if _CONTROL.search(value):
-        raise InvalidRequest(f"tag {key!r} holds a control character or newline: {value!r}")
+    why = _unsafe(value)
+    if why is not None:
+        raise InvalidRequest(f"tag {key!r} {why}: {value!r}")
     return value
 
 
@@ -89,7 +108,10 @@ def tags(value: object) -> dict[str, str]:
 
 
 def text(kind: str, value: object, *, limit: int = 256) -> str:
-    """Free text (actor, reason): printable, 1..limit characters."""
-    if not isinstance(value, str) or not value or len(value) > limit or _CONTROL.search(value):
+    """Free text (actor, reason): 1..limit characters, no control character, valid UTF-8."""
+    if not isinstance(value, str) or not value or len(value) > limit:
         raise InvalidRequest(f"{kind} must be 1-{limit} printable characters, got {value!r}")
+    why = _unsafe(value)
+    if why is not None:
+        raise InvalidRequest(f"{kind} {why}: {value!r}")
     return value

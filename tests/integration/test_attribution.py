@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from prism_limiter import Policy
+from prism_limiter import InvalidRequest, Policy
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -40,3 +41,27 @@ def test_breakdowns_add_up(limiter: Any, rclient: Any) -> None:
     assert None in report.by_tag["feature"]  # requests without a feature tag
     assert None not in report.by_tag["team"]
     assert "org:42" in report.by_tag["feature"]
+
+
+def test_usage_takes_dates_and_datetimes(limiter: Any) -> None:
+    """A date, an aware or a naive datetime (read as UTC) name the same UTC day."""
+    limiter.apply_policy(Policy.from_toml("[projects.p]\nallow_models=['*']\n"))
+    limiter.reserve("p", "gpt-4o-mini", est_tokens=10).settle(input_tokens=7, output_tokens=3)
+    now = datetime.now(UTC)
+    today = now.date()
+    for start in (
+        today,
+        now,
+        now.replace(tzinfo=None),
+        now.astimezone(timezone(timedelta(hours=5))),
+    ):
+        report = limiter.usage("p", start)
+        assert report.days == (today.strftime("%Y%m%d"),)
+        assert report.total.input_tokens == 7
+    week = limiter.usage("p", today - timedelta(days=6), today)
+    assert len(week.days) == 7 and week.total.requests == 1
+    assert limiter.usage("p", date(9999, 12, 31)).total.requests == 0
+    with pytest.raises(InvalidRequest, match="after end"):
+        limiter.usage("p", today, today - timedelta(days=1))
+    with pytest.raises(InvalidRequest, match=r"datetime\.date"):
+        limiter.usage("p", today.isoformat())

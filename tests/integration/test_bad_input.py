@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
 from _helpers import keyspace
 
-from prism_limiter import InvalidRequest, Policy
+from prism_limiter import InvalidRequest, Policy, TokenUsage
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -31,6 +32,8 @@ BAD_RESERVES: list[dict[str, Any]] = [
     {"tags": {"team": 5}},
     {"tags": {f"k{i}": "v" for i in range(17)}},
     {"tags": {"team": "x" * 257}},
+    {"tags": {"team": "\ud800"}},
+    {"tags": {"feature": "chat", "customer": "acme\udfff"}},
     {"tags": ["team"]},
     {"ttl_s": 0},
     {"ttl_s": -1},
@@ -92,3 +95,155 @@ def test_tag_values_that_look_like_keys_stay_inside_their_project(
     )
     split = {s.split_value for s in limiter.status("search") if s.budget == "per-customer"}
     assert split == {"org:42", "a}{b", "{search}", "x|s", "prism:{other}:budgets", "a=b&c"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"input_tokens": -10_000_000, "output_tokens": 0}, "input_tokens"),
+        ({"input_tokens": 1000.5, "output_tokens": 0}, "input_tokens"),
+        ({"input_tokens": 10, "output_tokens": True}, "output_tokens"),
+        ({"input_tokens": 10, "output_tokens": 100_000_001}, "output_tokens"),
+        ({"input_tokens": 10, "output_tokens": 0, "cache_read_tokens": 11}, "cache_read_tokens"),
+    ],
+    ids=repr,
+)
+def test_bad_token_usage_is_refused_before_it_reaches_redis(
+    limiter: Any, policy: Policy, rclient: Any, fields: dict[str, Any], named: str
+) -> None:
+    """A TokenUsage is checked when built, so a negative or fractional count books nothing."""
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=10)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match=named):
+        r.settle(TokenUsage(**fields))
+    assert keyspace(rclient) == before
+    r.release()
+
+
+def test_int_subclasses_are_booked_as_plain_ints(
+    limiter: Any, policy: Policy, rclient: Any
+) -> None:
+    """An IntEnum count is a real int: it reaches the scripts as digits, not as its repr."""
+    import enum
+
+    class N(enum.IntEnum):
+        TEN = 10
+
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=N.TEN, max_output_tokens=N.TEN)
+    r.settle(input_tokens=N.TEN, output_tokens=N.TEN)
+    report = limiter.usage("search")
+    assert (report.total.input_tokens, report.total.output_tokens) == (10, 10)
+
+
+DEFAULTS_POLICY = """
+[defaults]
+allow_models = ["*"]
+
+[[defaults.budgets]]
+id = "per-customer"
+usd = 1.0
+period = "day"
+split_by = "customer"
+"""
+
+LONE_SURROGATE = "a\ud800b"
+
+
+def test_a_lone_surrogate_tag_changes_nothing_under_defaults(limiter: Any, rclient: Any) -> None:
+    """A tag that cannot be encoded as UTF-8 is refused before the project registers itself."""
+    limiter.apply_policy(Policy.from_toml(DEFAULTS_POLICY))
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        limiter.reserve("unlisted", "gpt-4o-mini", est_tokens=10, tags={"customer": LONE_SURROGATE})
+    assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize("project", ["search", "unlisted"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"actor": LONE_SURROGATE},
+        {"reason": LONE_SURROGATE},
+        {"split_value": LONE_SURROGATE},
+        {"split_value": "a\nb"},
+        {"split_value": ""},
+        {"split_value": 42},
+    ],
+    ids=repr,
+)
+def test_bad_override_text_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any, project: str, bad: dict[str, Any]
+) -> None:
+    """Actor, reason and split value are checked before any I/O, for a listed project and for
+    one that [defaults] covers (whose first read would register it)."""
+    defaults = Policy.from_toml(DEFAULTS_POLICY).defaults
+    limiter.apply_policy(Policy(projects=policy.projects, defaults=defaults))
+    before = keyspace(rclient)
+    args: dict[str, Any] = {"actor": "cfo", "reason": "launch", "split_value": "acme"}
+    args.update(bad)
+    with pytest.raises(InvalidRequest):
+        limiter.grant_override(project, "per-customer", usd=1, ttl_s=60, **args)
+    with pytest.raises(InvalidRequest):
+        limiter.revoke_override(project, "per-customer", **args)
+    assert keyspace(rclient) == before
+
+
+def test_a_lone_surrogate_actor_of_apply_policy_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any
+) -> None:
+    limiter.apply_policy(policy)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        limiter.apply_policy(policy, actor=LONE_SURROGATE)
+    assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize(
+    ("counts", "unknown"),
+    [
+        ({"input_tokens": 10, "output_tokens": 5, "cached_tokens": 5}, "cached_tokens"),
+        ({"input_tokens": 10, "ouput_tokens": 5}, "ouput_tokens"),
+        ({"input_tokens": 10, "output_tokens": 5, "reasoning_tokens": None}, "reasoning_tokens"),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("face", ["reservation", "limiter"])
+def test_an_unknown_count_is_named(
+    limiter: Any, policy: Policy, rclient: Any, counts: dict[str, Any], unknown: str, face: str
+) -> None:
+    """A misspelt or unsupported count raises InvalidRequest naming it and the accepted ones."""
+    limiter.apply_policy(policy)
+    r = limiter.reserve("search", "gpt-4o-mini", est_tokens=10)
+    before = keyspace(rclient)
+    settle = r.settle if face == "reservation" else partial(limiter.settle, "search", r.id)
+    with pytest.raises(InvalidRequest, match=rf"{unknown}.*input_tokens.*cache_write_1h_tokens"):
+        settle(**counts)
+    assert keyspace(rclient) == before
+    r.release()
+
+
+@pytest.mark.parametrize("project", ["search", "unlisted"])
+def test_an_unknown_provider_changes_nothing(
+    limiter: Any, policy: Policy, rclient: Any, project: str
+) -> None:
+    """reserve(provider=...) is checked against genai-prices' providers before any I/O."""
+    defaults = Policy.from_toml(DEFAULTS_POLICY).defaults
+    limiter.apply_policy(Policy(projects=policy.projects, defaults=defaults))
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match=r"unknown provider 'nope'.*'openai'"):
+        limiter.reserve(project, "gpt-4o-mini", est_tokens=10, provider="nope")
+    assert keyspace(rclient) == before
+
+
+@pytest.mark.parametrize("not_a_policy", [{"projects": {}}, "[projects.p]\n", None], ids=repr)
+def test_apply_policy_takes_a_policy(
+    limiter: Any, policy: Policy, rclient: Any, not_a_policy: object
+) -> None:
+    """A dict or TOML text handed to apply_policy is refused before the version is bumped."""
+    limiter.apply_policy(policy)
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match=r"Policy\.from_toml"):
+        limiter.apply_policy(not_a_policy)
+    assert keyspace(rclient) == before

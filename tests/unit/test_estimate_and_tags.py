@@ -87,11 +87,17 @@ def test_parse_header() -> None:
         ("te am=x", "tag key"),
         ("team=a%0Ab", "control character"),
         ("team=", "1-256"),
+        ("team=a\ud800b", "UTF-8"),
     ],
 )
 def test_header_errors(value: str, needle: str) -> None:
     with pytest.raises(InvalidRequest, match=needle):
         parse_tags_header(value)
+
+
+def test_format_refuses_a_lone_surrogate() -> None:
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        format_tags_header({"team": "a\udfffb"})
 
 
 tag_keys = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)

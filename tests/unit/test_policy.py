@@ -89,3 +89,78 @@ def test_load_reads_a_file(tmp_path: object) -> None:
     assert Policy.load(path).projects["p"].allow_models == ("*",)
     with pytest.raises(PolicyError, match="cannot read"):
         Policy.load(Path(str(tmp_path)) / "missing.toml")
+
+
+def nested(depth: int) -> str:
+    return "{b = " * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + nested(500),
+        "[projects.p]\na = " + nested(500),
+        "[projects.p]\nallow_models = " + "[" * 500 + "]" * 500,
+        "[projects.p]\nwhere = " + nested(200),  # parses, then deep for msgspec
+        "[defaults]\nprices = " + nested(300),
+    ],
+    ids=["top", "project", "array", "where", "defaults"],
+)
+def test_deeply_nested_tables_are_a_policy_error(text: str) -> None:
+    """Nesting that exhausts the parser's stack is a malformed policy, not a RecursionError."""
+    with pytest.raises(PolicyError, match="policy"):
+        Policy.from_toml(text)
+
+
+@pytest.mark.parametrize("text", [None, 42, ["[projects.p]"]])
+def test_a_policy_document_is_text(text: object) -> None:
+    with pytest.raises(PolicyError, match="str or bytes"):
+        Policy.from_toml(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (BASE + "provider = 'a b'\n", "projects.p.provider"),
+        (BASE + "provider = 'nope'\n", "projects.p.provider"),
+        ("[defaults]\nprovider = 'a b'\n", "defaults.provider"),
+    ],
+)
+def test_an_unknown_provider_is_a_policy_error(text: str, path: str) -> None:
+    """The provider must be one genai-prices knows; the message names the key and valid ids."""
+    with pytest.raises(PolicyError, match="unknown provider") as exc:
+        Policy.from_toml(text)
+    assert f"`{path}`" in str(exc.value)
+    assert "'openai'" in str(exc.value) and "'anthropic'" in str(exc.value)
+
+
+def test_a_misspelt_provider_gets_a_suggestion() -> None:
+    with pytest.raises(PolicyError, match="did you mean 'openai'"):
+        Policy.from_toml(BASE + "provider = 'opnai'\n")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "x-ai", "xai", "OpenAI", "bedrock"])
+def test_known_providers_and_their_aliases_are_accepted(provider: str) -> None:
+    """Whatever genai-prices itself resolves (ids, and aliases such as xai or bedrock)."""
+    policy = Policy.from_toml(BASE + f"provider = '{provider}'\n")
+    assert policy.projects["p"].provider == provider
+
+
+BUDGET = BASE + "[[projects.p.budgets]]\nid='b'\nusd=1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        (BUDGET + "period='fortnight'\n", "'day', 'week', 'month', 'quarter', 'year', 'total'"),
+        (BUDGET + "period=14\n", "'day', 'week', 'month', 'quarter', 'year', 'total'"),
+        (BUDGET + "on_expiry='x'\n", "'charge', 'release'"),
+        (BUDGET + "week_start='friday'\n", "'monday', 'sunday'"),
+        (BASE + "on_unknown_price='maybe'\n", "'deny', 'allow'"),
+        ("[defaults]\non_unknown_price='maybe'\n", "'deny', 'allow'"),
+    ],
+)
+def test_a_bad_enum_value_lists_the_valid_ones(text: str, values: str) -> None:
+    with pytest.raises(PolicyError) as exc:
+        Policy.from_toml(text)
+    assert f"one of {values}" in str(exc.value)

@@ -87,6 +87,36 @@ def test_unknown_model_has_no_price() -> None:
     assert PRICES.get("surely-not-a-model-xyz") is None
 
 
-def test_cache_counts_cannot_exceed_input() -> None:
-    with pytest.raises(InvalidRequest, match="cannot exceed"):
-        TokenUsage(input_tokens=10, cache_read_tokens=11).check()
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"input_tokens": -1}, "input_tokens must be between 0"),
+        ({"output_tokens": 100_000_001}, "output_tokens must be between 0"),
+        ({"input_tokens": 1000.5}, "input_tokens must be an int, got float"),
+        ({"cache_read_tokens": True}, "cache_read_tokens must be an int, got bool"),
+        ({"cache_write_tokens": "5"}, "cache_write_tokens must be an int, got str"),
+        ({"input_tokens": 10, "cache_read_tokens": 11}, "cache_read_tokens \\+ cache_write"),
+        ({"input_tokens": 10, "cache_write_tokens": 6, "cache_read_tokens": 5}, "cannot exceed"),
+        (
+            {"input_tokens": 10, "cache_write_tokens": 2, "cache_write_1h_tokens": 3},
+            "cache_write_1h_tokens cannot exceed cache_write_tokens",
+        ),
+    ],
+    ids=repr,
+)
+def test_token_usage_is_checked_when_built(fields: dict[str, object], message: str) -> None:
+    """Every count is a real int in range, cache counts are parts of the input."""
+    with pytest.raises(InvalidRequest, match=message):
+        TokenUsage(**fields)  # type: ignore[arg-type]
+
+
+def test_token_usage_keeps_plain_ints() -> None:
+    """An int subclass (IntEnum) is accepted as its plain value: redis-py would send its repr."""
+    import enum
+
+    class N(enum.IntEnum):
+        TEN = 10
+
+    usage = TokenUsage(input_tokens=N.TEN, output_tokens=N.TEN)
+    assert type(usage.input_tokens) is int
+    assert usage == TokenUsage(input_tokens=10, output_tokens=10)
