@@ -6,7 +6,8 @@
 --   ARGV[6]  reservation id
 -- Reply: {"released", state before} (state before H: this call released it; S, R, X or E: the
 --        hold had already ended and nothing changed), {"unknown"}, {"damaged"} (the id's
---        record is unreadable: nothing changed) or {"badargs", what}.
+--        record is unreadable: nothing changed), {"denied", why} (its reserve was denied) or
+--        {"badargs", what}.
 
 if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
@@ -16,6 +17,7 @@ local raw = redis.call('HGET', K_HOLDS, rid)
 if not raw then return {'unknown'} end
 local rec = rec_decode(raw)
 if not rec then return {'damaged'} end
+if rec[R_STATE] == 'D' then return {'denied', rec[R_COST]} end
 if rec[R_STATE] ~= 'H' then return {'released', rec[R_STATE]} end
 local hold = num(rec[R_HOLD])
 for _, iid in ipairs(split(rec[R_IIDS], LS)) do budget_post(iid, hold, 0, rid, rec[R_MODEL]) end

@@ -29,6 +29,7 @@
 --   {"dup", hold, lease deadline ms, model, now ms}  this id holds now (a retry): nothing changed
 --   {"ended", state}                              this id's hold already ended (S, R, X, E): a
 --                                                 new attempt needs a new id; nothing changed
+--   (an id denied before, state D, is decided afresh; every denial leaves a D record)
 --   {"damaged"}                                   this id's record is unreadable: nothing changed
 --   {"denied", "model", reason}
 --   {"denied", "budget", budget, split, cap, spent, held, hold, period start s, period end s}
@@ -78,14 +79,17 @@ local existing = redis.call('HGET', K_HOLDS, rid)
 if existing then
   local rec = rec_decode(existing)
   if not rec then return {'damaged'} end
-  if rec[R_STATE] ~= 'H' then return {'ended', rec[R_STATE]} end
-  return {'dup', num(rec[R_HOLD]), num(rec[R_DEADLINE]), rec[R_MODEL], NOW_MS}
+  local state = rec[R_STATE]
+  if state == 'H' then return {'dup', num(rec[R_HOLD]), num(rec[R_DEADLINE]), rec[R_MODEL], NOW_MS} end
+  if state ~= 'D' then return {'ended', state} end
+  -- denied before: decided afresh
 end
 
 housekeeping(SWEEP_BATCH)
 
 if denial ~= '' then
   audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
+  rec_denied(rid, model, denial)
   return {'denied', 'model', denial}
 end
 
@@ -99,6 +103,7 @@ for i, cfg in ipairs(configs) do
     audit('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
       'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'held_usd', usd(view.held),
       'cap_usd', usd(cap), 'reason', 'over-cap'})
+    rec_denied(rid, model, 'budget ' .. nb[1] .. (nb[2] and nb[2] ~= '' and (' for ' .. nb[2]) or ''))
     return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
   end
   cfg.overridden = view.spent + view.held + hold > cfg.cap
@@ -117,6 +122,7 @@ for i, rc in ipairs(rconfigs) do
     if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
     audit('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
       'tags', tags, 'rid', rid, 'retry_after_ms', retry_ms, 'reason', kind})
+    rec_denied(rid, model, 'rate limit ' .. nb[1] .. ' (' .. kind .. ')')
     return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
   end
   rviews[i] = rview
@@ -155,6 +161,7 @@ local rec = {'H', hold, NOW_MS + lease_ms, NOW_MS, model, table.concat(iids, LS)
   table.concat(rcfgs, LS)}
 W('HSET', K_HOLDS, rid, rec_encode(rec))
 W('ZADD', K_LEASES, NOW_MS + lease_ms, rid)
+if existing then W('ZREM', K_DONE, rid) end -- it replaces a denial record
 if string.find(ARGV[16], 'u', 1, true) then
   audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
 end

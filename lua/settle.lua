@@ -14,6 +14,7 @@
 --   {"clock", server s}
 --   {"unknown"}
 --   {"damaged"}          the id's record is unreadable: nothing changed
+--   {"denied", why}      the id's reserve was denied: nothing to settle, nothing changed
 --   {"settled", cost, hold, first (1/0), state before, over the hold (1/0)}
 --     state before: H held, S settled (nothing changed: the first cost is returned),
 --     R released / X expired-charged / E expired-released (a late settle, booked as a
@@ -66,6 +67,7 @@ end
 local rec = rec_decode(raw)
 if not rec then return {'damaged'} end
 local state, hold = rec[R_STATE], num(rec[R_HOLD])
+if state == 'D' then return {'denied', rec[R_COST]} end
 if state == 'S' then return {'settled', num(rec[R_COST]), hold, 0, 'S', 0} end
 
 local iids = split(rec[R_IIDS], LS)

@@ -25,7 +25,7 @@ from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import AsyncReservation
-from prism_limiter.errors import BackendUnavailable
+from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
 
@@ -72,9 +72,11 @@ class AsyncLimiter(BaseLimiter):
             while True:
                 try:
                     reply = await self._io(request)
-                except BackendUnavailable as exc:
+                except PrismLimiterError as exc:  # the core decides what a failure means
+                    self._core.observe(exc)
                     request = op.throw(exc)
                 else:
+                    self._core.observe(None)
                     request = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_limiter import _scripts, _usage
+from prism_limiter import _scripts, _usage, _validate
 from prism_limiter._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
 from prism_limiter._log import logger
 from prism_limiter._pricing import TokenUsage
@@ -36,6 +36,8 @@ class BaseLimiter:
         record_retention_s: int = 7 * 86400,
         evicting_redis: EvictingRedis = "refuse",
         max_projects: int = 10_000,
+        breaker_failures: int = 3,
+        breaker_cooldown_s: float = 5.0,
     ) -> None:
         if failure_mode not in ("closed", "open"):
             raise InvalidRequest(f"failure_mode must be 'closed' or 'open', got {failure_mode!r}")
@@ -43,8 +45,13 @@ class BaseLimiter:
             raise InvalidRequest(
                 f"evicting_redis must be 'refuse' or 'warn', got {evicting_redis!r}"
             )
-        if isinstance(max_projects, bool) or not isinstance(max_projects, int) or max_projects < 1:
-            raise InvalidRequest(f"max_projects must be a positive int, got {max_projects!r}")
+        for label, value in (
+            ("max_projects", max_projects),
+            ("breaker_failures", breaker_failures),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequest(f"{label} must be a positive int, got {value!r}")
+        _validate.seconds("breaker_cooldown_s", breaker_cooldown_s, maximum=3600)
         self._client = client
         _warn_without_timeout(client)
         self._scripts = _scripts.register(client)
@@ -57,6 +64,8 @@ class BaseLimiter:
                 record_retention_s=record_retention_s,
                 evicting_redis=evicting_redis,
                 max_projects=max_projects,
+                breaker_failures=breaker_failures,
+                breaker_cooldown_s=breaker_cooldown_s,
             )
         )
         if type(client).__module__.startswith("fakeredis"):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from prism_limiter import _validate
+from prism_limiter._breaker import Breaker
 from prism_limiter._keys import LS, ProjectKeys
 from prism_limiter._log import logger
 from prism_limiter._money import nano_to_usd, usd_to_nano
@@ -31,6 +32,7 @@ from prism_limiter._records import (
 from prism_limiter._replies import (
     budget_states,
     decision_from_reply,
+    model_message,
     record_model,
     settlement,
 )
@@ -50,6 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     failure_mode: FailureMode = "closed"
     evicting_redis: EvictingRedis = "refuse"
     max_projects: int = 10_000
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 5.0
     audit_maxlen: int = 1_000_000
     usage_retention_days: int = 400
     record_retention_s: int = 7 * 86400
@@ -93,6 +97,7 @@ class LimiterCore:
             settings.namespace, settings.audit_maxlen, self.keys, settings.max_projects
         )
         self._memory_policy_checked = False
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -134,16 +139,25 @@ class LimiterCore:
             )
         return kind
 
+    def observe(self, error: PrismLimiterError | None) -> None:
+        """Each I/O's outcome, reported by the driver: feeds the circuit breaker."""
+        if error is None:
+            self.breaker.succeeded()
+        elif isinstance(error, BackendUnavailable):
+            self.breaker.failed()
+
     def trust_memory_policy(self) -> None:
         self._memory_policy_checked = True
 
     def _preflight(self) -> Op[None]:
-        """Once per client, before its first operation: is Redis allowed to evict our keys?
+        """Before an operation's first I/O: fail fast while the circuit breaker is open; and
+        once per client, ask whether Redis may evict our keys.
 
         Under an ``allkeys-*`` maxmemory-policy Redis may evict a budget hash, which silently
         resets its spend to 0. Such a server is refused (``BackendUnavailable``, so the failure
         mode applies, and checked again on the next call) unless ``evicting_redis="warn"``.
         """
+        self.breaker.check()
         if self._memory_policy_checked:
             return
         try:
@@ -257,32 +271,53 @@ class LimiterCore:
         raise PrismLimiterError(f"policy of {project!r} kept changing during one reserve")
 
     def _degraded(self, exc: BackendUnavailable, req: Request) -> Held:
-        """Redis cannot answer: raise (closed), or allow unchecked and say so (open)."""
+        """Redis cannot answer: raise (closed), or decide without it and say so (open).
+
+        Open mode still enforces the model allow/deny lists (and an unknown price under
+        ``on_unknown_price = "deny"``) from the project's cached policy; budgets and rate limits
+        cannot be checked. A project this worker never loaded is allowed unchecked.
+        """
         if self.settings.failure_mode == "closed":
             raise exc
+        cached = self.policies.cached(req.project)
+        plan = plan_reserve(cached, req) if cached is not None else None
+        denial = plan.denial if plan is not None else None
         logger.warning(
             "prism.backend.degraded",
             project=req.project,
             model=req.model,
             reservation_id=req.reservation_id,
             error=str(exc),
+            action="denied" if denial else "allowed",
+            policy="cached" if cached is not None else "unknown",
         )
-        decision = Decision(
-            allowed=True,
-            project=req.project,
-            model=req.model,
-            reservation_id=req.reservation_id,
-            degraded=True,
-            message=f"allowed without a check: {exc}",
-        )
+        if denial is not None:
+            decision = Decision(
+                allowed=False,
+                project=req.project,
+                model=req.model,
+                reservation_id=req.reservation_id,
+                reason=denial,
+                degraded=True,
+                message=model_message(req.project, req.model, denial) + " (cached policy)",
+            )
+        else:
+            decision = Decision(
+                allowed=True,
+                project=req.project,
+                model=req.model,
+                reservation_id=req.reservation_id,
+                degraded=True,
+                message=f"allowed without a budget check: {exc}",
+            )
         held = Held(
             req.project,
             req.reservation_id,
             req.model,
             req.tags,
             req.est_tokens,
-            req.max_output_tokens or 0,
-            None,
+            plan.out_tokens if plan is not None else (req.max_output_tokens or 0),
+            plan.price if plan is not None else None,
             [],
             decision,
         )
@@ -302,32 +337,70 @@ class LimiterCore:
         tags: dict[str, str] | None = None,
         provider: str | None = None,
     ) -> Op[Settlement]:
-        """Book ``usage``. Without ``held`` the record (or ``model``) says how to price it."""
-        if held is not None and held.decision.degraded:
-            # Taken unchecked while Redis was down: there is no hold to settle. Log the usage so
-            # the spend can be reconciled; it is never silently dropped.
-            logger.warning(
-                "prism.backend.degraded",
-                project=held.project,
-                reservation_id=held.reservation_id,
-                model=held.model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                action="settle-not-booked",
-            )
-            return Settlement(
-                reservation_id=held.reservation_id,
-                cost_usd=0.0,
-                hold_usd=0.0,
-                refunded_usd=0.0,
-                over_estimate=False,
-                first=True,
-                late=False,
+        """Book ``usage``. Without ``held`` the record (or ``model``) says how to price it.
+
+        A reservation taken degraded (Redis down, failure mode open) is booked now like an id
+        the project never saw (``settle.unknown``). When Redis cannot take the settle, the usage
+        is logged as ``prism.settle.unbooked`` with everything needed to replay it (see the
+        README); open mode then returns a ``degraded`` settlement, closed mode raises.
+        """
+        if held is not None and not held.decision.allowed:
+            raise InvalidRequest(
+                f"this reservation was denied ({held.decision.reason}): {held.decision.message};"
+                " there is nothing to settle"
             )
         project = _validate.name("project", project)
         rid = _validate.reservation_id(reservation_id)
         tag_map = _validate.tags(tags) if held is None else held.tags
         model = _validate.model(model) if model is not None else (held.model if held else None)
+        try:
+            return (
+                yield from self._settle(
+                    project, rid, usage, held=held, model=model, tags=tag_map, provider=provider
+                )
+            )
+        except BackendUnavailable as exc:
+            u = usage
+            logger.warning(
+                "prism.settle.unbooked",
+                project=project,
+                reservation_id=rid,
+                model=model,
+                tags=tag_map,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cache_read_tokens=u.cache_read_tokens,
+                cache_write_tokens=u.cache_write_tokens,
+                cache_write_1h_tokens=u.cache_write_1h_tokens,
+                error=str(exc),
+            )
+            if self.settings.failure_mode == "closed":
+                raise
+            price = held.price if held is not None else None
+            cost = nano_to_usd(price.cost_nano(usage)) if price else 0.0
+            return Settlement(
+                reservation_id=rid,
+                cost_usd=cost,
+                hold_usd=0.0,
+                refunded_usd=0.0,
+                over_estimate=False,
+                first=True,
+                late=False,
+                degraded=True,
+            )
+
+    def _settle(
+        self,
+        project: str,
+        rid: str,
+        usage: TokenUsage,
+        *,
+        held: Held | None,
+        model: str | None,
+        tags: dict[str, str],
+        provider: str | None,
+    ) -> Op[Settlement]:
+        tag_map = tags
         yield from self._preflight()
         if model is None:
             raw = yield Command(("HGET", self.keys(project).prefix + "holds", rid))
@@ -342,7 +415,7 @@ class LimiterCore:
                     f"the stored record of reservation {rid!r} is unreadable; pass model= to"
                     " settle it, or release it"
                 )
-        if held is not None:
+        if held is not None and not held.decision.degraded:
             price, budgets = held.price, held.budgets
         else:
             rules = yield from self.rules(project)
@@ -359,11 +432,14 @@ class LimiterCore:
         ]
         reply = yield self._script("settle", project, [*head, ""])
         if self._check_reply(reply) == "unknown":
-            # Rare: an id this project does not know (never reserved, or its record is past
+            # Rare: an id this project does not know (never reserved, taken degraded, or past
             # retention). Book it from what the caller knows, in a second call.
             fallback = settle_fallback(model, tag_map, budgets)
             reply = yield self._script("settle", project, [*head, *fallback])
-        self._check_reply(reply)
+        if self._check_reply(reply) == "denied":
+            raise InvalidRequest(
+                f"reservation {rid!r} was denied ({text(reply[1])}): there is nothing to settle"
+            )
         if held is not None:
             held.finished = True
         return settlement(rid, reply)
@@ -373,8 +449,7 @@ class LimiterCore:
     ) -> Op[tuple[str, str]]:
         """The instance id and label of an override's budget, checked against the policy.
 
-        Everything that can be checked without the policy is checked first: reading the policy
-        of a project covered by ``[defaults]`` registers the project."""
+        Everything that can be checked without the policy is checked first."""
         _validate.name("project", project)
         _validate.name("budget", budget)
         if split_value is not None:
@@ -422,7 +497,11 @@ class LimiterCore:
         return bool(as_int(reply[1]))
 
     def release_held(self, held: Held) -> Op[bool]:
-        if held.decision.degraded or not held.decision.allowed:
+        if not held.decision.allowed:
+            raise InvalidRequest(
+                f"this reservation was denied ({held.decision.reason}): there is nothing to release"
+            )
+        if held.decision.degraded:
             return False
         released = yield from self.release(held.project, held.reservation_id)
         held.finished = True
@@ -435,6 +514,10 @@ class LimiterCore:
         yield from self._preflight()
         reply = yield self._script("release", project, [rid])
         kind = self._check_reply(reply)
+        if kind == "denied":
+            raise InvalidRequest(
+                f"reservation {rid!r} was denied ({text(reply[1])}): there is nothing to release"
+            )
         return kind == "released" and text(reply[1]) == "H"
 
     def sweep(self, project: str, batch: int = 500) -> Op[int]:

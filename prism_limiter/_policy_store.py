@@ -59,6 +59,10 @@ class PolicyStore:
         self._rules: dict[str, ProjectRules] = {}
         self._global: tuple[int, Policy] | None = None  # the last global document decoded
 
+    def cached(self, project: str) -> ProjectRules | None:
+        """The project's compiled policy if this worker has it (no I/O)."""
+        return self._rules.get(project)
+
     def forget(self, project: str) -> None:
         self._rules.pop(project, None)
 

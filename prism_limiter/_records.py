@@ -100,6 +100,7 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
     first: bool
     late: bool
     unknown: bool = False
+    degraded: bool = False  # Redis could not take it (open mode): logged, not booked
 
 
 class UsageRow(msgspec.Struct, frozen=True, kw_only=True):

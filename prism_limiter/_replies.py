@@ -23,6 +23,16 @@ def _budget_label(budget: str, split: str | None) -> str:
     return f"budget {budget!r}" + (f" for {split!r}" if split else "")
 
 
+def model_message(project: str, model: str, reason: str) -> str:
+    """Why a model may not be used, in words."""
+    messages = {
+        "model-denied": f"model {model!r} is denied for project {project!r}",
+        "model-not-allowed": f"model {model!r} is not in project {project!r}'s allow list",
+        "no-policy": f"project {project!r} has no policy (and there are no defaults)",
+    }
+    return messages.get(reason, reason)
+
+
 def decision_from_reply(
     *,
     kind: str,
@@ -60,12 +70,7 @@ def decision_from_reply(
         what = text(reply[1])
         if what == "model":
             reason = text(reply[2])
-            messages = {
-                "model-denied": f"model {model!r} is denied for project {project!r}",
-                "model-not-allowed": f"model {model!r} is not in project {project!r}'s allow list",
-                "no-policy": f"project {project!r} has no policy (and there are no defaults)",
-            }
-            return make(allowed=False, reason=reason, message=messages[reason])
+            return make(allowed=False, reason=reason, message=model_message(project, model, reason))
         if what == "rate":
             return rate_denial(make, reply)
         budget, split = text(reply[2]), text(reply[3]) or None

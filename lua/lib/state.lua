@@ -17,8 +17,11 @@ local R_DIMS, R_TAGS, R_EST_IN, R_EST_OUT, R_COST, R_FINISHED = 8, 9, 10, 11, 12
 local R_RATES, R_RATE_TOKENS = 14, 15 -- rate-limit instances, tokens charged to their buckets
 local R_RATE_CFGS = 16 -- each rate instance's config when reserved (rebuilds a dropped one)
 local R_COUNT = 16
--- States: H held, S settled, R released, X expired and charged, E expired and released.
-local STATES = {H = true, S = true, R = true, X = true, E = true}
+-- States: H held, S settled, R released, X expired and charged, E expired and released,
+-- D denied (kept DENIAL_KEEP_MS so a settle or release of a denied id is refused; R_COST then
+-- holds why it was denied).
+local STATES = {H = true, S = true, R = true, X = true, E = true, D = true}
+local DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
 
 local function optional_int(v)
   return v == '' or int(v) ~= nil
@@ -31,7 +34,8 @@ local function rec_decode(raw)
   for i = #rec + 1, R_COUNT do rec[i] = '' end
   if not STATES[rec[R_STATE]] or not int(rec[R_HOLD]) or num(rec[R_HOLD]) < 0
     or not int(rec[R_DEADLINE]) or not string.match(rec[R_CHARGE], '^[01]*$')
-    or not optional_int(rec[R_COST]) or not optional_int(rec[R_RATE_TOKENS]) then
+    or not (rec[R_STATE] == 'D' or optional_int(rec[R_COST]))
+    or not optional_int(rec[R_RATE_TOKENS]) then
     return nil
   end
   return rec
@@ -52,6 +56,14 @@ local function rec_finish(rid, rec, state, cost)
   W('HSET', K_HOLDS, rid, rec_encode(rec))
   W('ZREM', K_LEASES, rid)
   W('ZADD', K_DONE, NOW_MS, rid)
+end
+
+-- A denied reserve leaves a short record: its id cannot be settled or released (a retried
+-- reserve with it is decided afresh). Dropped by housekeeping after DENIAL_KEEP_MS.
+local function rec_denied(rid, model, why)
+  local rec = {'D', 0, NOW_MS, NOW_MS, model, '', '', '', '', '', '', why}
+  W('HSET', K_HOLDS, rid, rec_encode(rec))
+  W('ZADD', K_DONE, NOW_MS - RETENTION_MS + DENIAL_KEEP_MS, rid)
 end
 
 -- One budget instance as stored, with its period brought up to the server clock in memory.

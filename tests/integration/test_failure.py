@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 import pytest
+from _helpers import audit
 from structlog.testing import capture_logs
 
-from prism_limiter import BackendUnavailable, Limiter, Policy
+from prism_limiter import BackendUnavailable, Limiter, ModelNotAllowed, Policy
 from prism_limiter._devserver import free_port
 
 
@@ -32,7 +33,7 @@ def test_open_mode_allows_and_logs() -> None:
         assert r.decision.degraded and r.allowed
         r.settle(input_tokens=1, output_tokens=1)
     events = [e["event"] for e in logs]
-    assert events.count("prism.backend.degraded") == 2  # the reserve, and the unbooked settle
+    assert events == ["prism.backend.degraded", "prism.settle.unbooked"]
 
 
 def test_server_that_stops_answering(redis_url: str, rclient: Any, policy: Policy) -> None:
@@ -46,3 +47,87 @@ def test_server_that_stops_answering(redis_url: str, rclient: Any, policy: Polic
         lim.reserve("search", "gpt-4o-mini", est_tokens=1)
     assert time.monotonic() - start < 1.9
     rclient.execute_command("CLIENT", "UNPAUSE")
+
+
+POLICY = """
+[projects.p]
+allow_models = ["gpt-4o*"]
+[[projects.p.budgets]]
+id = "b"
+usd = 1.0
+"""
+
+
+def test_open_mode_enforces_the_cached_model_policy(redis_url: str, rclient: Any) -> None:
+    """With Redis unreachable, open mode still denies a model the cached policy denies."""
+    lim = Limiter.from_url(redis_url, socket_timeout=0.2, retries=0, failure_mode="open")
+    lim.apply_policy(Policy.from_toml(POLICY))
+    lim.reserve("p", "gpt-4o", est_tokens=1).release()  # the policy is now cached
+    rclient.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # scripts wait
+    try:
+        with pytest.raises(ModelNotAllowed) as denied:
+            lim.reserve("p", "claude-haiku-4-5", est_tokens=1)
+        allowed = lim.reserve("p", "gpt-4o-mini", est_tokens=1)
+    finally:
+        rclient.execute_command("CLIENT", "UNPAUSE")
+    assert denied.value.decision.degraded and denied.value.decision.reason == "model-not-allowed"
+    assert allowed.decision.degraded and allowed.allowed
+
+
+def test_degraded_reservation_is_booked_once_redis_answers(redis_url: str, rclient: Any) -> None:
+    """A reservation taken degraded is booked by its settle when Redis is back."""
+    lim = Limiter.from_url(redis_url, socket_timeout=0.2, retries=0, failure_mode="open")
+    lim.apply_policy(Policy.from_toml(POLICY))
+    lim.reserve("p", "gpt-4o", est_tokens=1).release()
+    rclient.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # scripts wait
+    try:
+        r = lim.reserve("p", "gpt-4o", est_tokens=100, tags={"team": "a"})
+    finally:
+        rclient.execute_command("CLIENT", "UNPAUSE")
+    assert r.decision.degraded
+    s = r.settle(input_tokens=100, output_tokens=10)
+    assert s.unknown and not s.degraded and s.cost_usd > 0
+    [entry] = audit(rclient, "p", "settle.unknown")
+    assert entry["rid"] == r.id
+    assert lim.usage("p").by_tag["team"]["a"].requests == 1
+
+
+def test_unbooked_settle_can_be_replayed(redis_url: str, rclient: Any) -> None:
+    """A settle Redis could not take is logged with what a replay needs; replaying it by id
+    books it exactly once."""
+    dead = Limiter.from_url(_dead_url(), socket_timeout=0.2, retries=0, failure_mode="open")
+    with capture_logs() as logs:
+        r = dead.reserve("p", "gpt-4o", est_tokens=100, tags={"team": "a"})
+        s = r.settle(input_tokens=100, output_tokens=10)
+    assert s.degraded
+    [line] = [e for e in logs if e["event"] == "prism.settle.unbooked"]
+    live = Limiter.from_url(redis_url)
+    live.apply_policy(Policy.from_toml(POLICY))
+    counts = {k: line[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens")}
+    for _ in range(2):
+        live.settle(
+            line["project"],
+            line["reservation_id"],
+            model=line["model"],
+            tags=line["tags"],
+            **counts,
+        )
+    assert len(audit(rclient, "p", "settle.unknown")) == 1
+    assert live.usage("p").total.requests == 1
+
+
+def test_breaker_fails_fast_then_probes() -> None:
+    """After repeated failures calls fail at once for the cool-down, then try Redis again."""
+    lim = Limiter.from_url(
+        _dead_url(), socket_timeout=0.2, retries=0, breaker_failures=2, breaker_cooldown_s=0.3
+    )
+    for _ in range(2):
+        with pytest.raises(BackendUnavailable, match="Redis unavailable"):
+            lim.reserve("p", "gpt-4o", est_tokens=1)
+    with pytest.raises(BackendUnavailable, match="circuit open"):
+        lim.reserve("p", "gpt-4o", est_tokens=1)
+    time.sleep(0.35)  # past the cool-down: a lower bound, not a window
+    with pytest.raises(BackendUnavailable, match="Redis unavailable"):
+        lim.reserve("p", "gpt-4o", est_tokens=1)  # a probe went to Redis
+    with pytest.raises(BackendUnavailable, match="circuit open"):
+        lim.reserve("p", "gpt-4o", est_tokens=1)

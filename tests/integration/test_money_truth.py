@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _helpers import keyspace
 
-from prism_limiter import Policy
+from prism_limiter import InvalidRequest, Policy
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -44,3 +45,37 @@ def test_decision_reports_the_override_in_force(limiter: Any) -> None:
     limiter.grant_override("p", "keep", usd=2.5, ttl_s=60, actor="cfo", reason="launch")
     [state] = limiter.reserve("p", "gpt-4o", est_tokens=10).decision.budgets
     assert state.override_usd == 2.5 and state.cap_usd == 12.5
+
+
+DENYING = """
+[projects.d]
+allow_models = ["gpt-4o*"]
+[[projects.d.budgets]]
+id = "tiny"
+usd = 0.000001
+"""
+
+
+def test_a_denied_reservation_cannot_be_settled_or_released(limiter: Any, rclient: Any) -> None:
+    """Settling or releasing a denied reservation (from its object or by id) is refused and
+    books nothing; a retried reserve with the same id is decided afresh."""
+    limiter.apply_policy(Policy.from_toml(DENYING))
+    r = limiter.try_reserve("d", "gpt-4o", est_tokens=1000, reservation_id="job-9")
+    assert not r.allowed
+    before = keyspace(rclient)
+    with pytest.raises(InvalidRequest, match="denied"):
+        r.settle(input_tokens=1000, output_tokens=10)
+    with pytest.raises(InvalidRequest, match="denied"):
+        r.release()
+    with pytest.raises(InvalidRequest, match="denied"):
+        limiter.settle("d", "job-9", input_tokens=1000, output_tokens=10, model="gpt-4o")
+    with pytest.raises(InvalidRequest, match="denied"):
+        limiter.release("d", "job-9")
+    assert keyspace(rclient) == before
+    limiter.apply_policy(Policy.from_toml(DENYING.replace("0.000001", "10.0")))
+    again = limiter.reserve("d", "gpt-4o", est_tokens=1000, reservation_id="job-9")
+    assert again.allowed and not again.decision.replayed
+    assert again.settle(input_tokens=1000, output_tokens=10).first
+    model_denied = limiter.try_reserve("d", "claude-haiku-4-5", est_tokens=1)
+    with pytest.raises(InvalidRequest, match="denied"):
+        limiter.settle("d", model_denied.id, input_tokens=1, output_tokens=1, model="gpt-4o")
