@@ -6,8 +6,10 @@
 --   ARGV[6]  reservation id
 --   ARGV[7]  actual cost (nUSD)
 --   ARGV[8]  input tokens (total);  ARGV[9] output;  ARGV[10] cache read;  ARGV[11] cache write
---   ARGV[12] how to book an id this project does not know: "" (do not: reply "unknown"), or the
---            model, and then ARGV[13] tags JSON, ARGV[14] attribution rows (\30), ARGV[15] n
+--   ARGV[12] "e" when this books the estimate of a reservation left without a settle (a later
+--            real settle then books the difference once), else ""
+--   ARGV[13] how to book an id this project does not know: "" (do not: reply "unknown"), or the
+--            model, and then ARGV[14] tags JSON, ARGV[15] attribution rows (\30), ARGV[16] n
 --            budget instances and 6 values each as in reserve.lua
 -- Reply, one of:
 --   {"badargs", what}    malformed ARGV: nothing was read or written
@@ -18,26 +20,30 @@
 --   {"settled", cost, hold, first (1/0), state before, over the hold (1/0)}
 --     state before: H held, S settled (nothing changed: the first cost is returned),
 --     R released / X expired-charged / E expired-released (a late settle, booked as a
---     correction), U unknown id booked from ARGV[12..]
+--     correction), A charged its estimate (the difference to this actual is booked once),
+--     U unknown id booked from ARGV[13..]
 
 if BAD_HEAD then return {'badargs', 'head'} end
 if not K_USAGE then return {'clock', NOW_S} end
 
-local rid, cost = ARGV[6], int(ARGV[7])
+local rid, cost, estimate = ARGV[6], int(ARGV[7]), ARGV[12] == 'e'
+-- A settle of the estimate ends in A: a real settle may still correct it, once.
+local final = estimate and 'A' or 'S'
 local t_in, t_out, t_cr, t_cw = int(ARGV[8]), int(ARGV[9]), int(ARGV[10]), int(ARGV[11])
 if not (rid and cost and cost >= 0 and t_in and t_in >= 0 and t_out and t_out >= 0
-  and t_cr and t_cr >= 0 and t_cw and t_cw >= 0 and ARGV[12]) then
+  and t_cr and t_cr >= 0 and t_cw and t_cw >= 0 and (ARGV[12] == '' or ARGV[12] == 'e')
+  and ARGV[13]) then
   return {'badargs', 'settle'}
 end
 local raw = redis.call('HGET', K_HOLDS, rid)
 
 if not raw then
-  if ARGV[12] == '' then return {'unknown'} end
-  local model, tags, dims, n = ARGV[12], ARGV[13], ARGV[14], int(ARGV[15])
+  if ARGV[13] == '' then return {'unknown'} end
+  local model, tags, dims, n = ARGV[13], ARGV[14], ARGV[15], int(ARGV[16])
   if not (tags and dims and n and n >= 0) then return {'badargs', 'fallback'} end
   local configs = {}
   for i = 1, n do
-    local base = 15 + (i - 1) * 6
+    local base = 16 + (i - 1) * 6
     local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = int(ARGV[base + 3]),
       thresholds = ARGV[base + 4], spec = ARGV[base + 5]}
     if not (cfg.iid and cfg.name and cfg.cap and cfg.thresholds and spec_ok(cfg.spec)) then
@@ -68,7 +74,9 @@ local rec = rec_decode(raw)
 if not rec then return {'damaged'} end
 local state, hold = rec[R_STATE], num(rec[R_HOLD])
 if state == 'D' then return {'denied', rec[R_COST]} end
-if state == 'S' then return {'settled', num(rec[R_COST]), hold, 0, 'S', 0} end
+if state == 'S' or (state == 'A' and estimate) then
+  return {'settled', num(rec[R_COST]), hold, 0, state, 0}
+end
 
 local iids = split(rec[R_IIDS], LS)
 local dims = split(rec[R_DIMS], LS)
@@ -78,7 +86,7 @@ if state == 'H' then
   for _, iid in ipairs(iids) do budget_post(iid, hold, cost, rid, rec[R_MODEL]) end
   book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
   for _, r in ipairs(rates) do rate_return(r[1], rate_tokens - (t_in + t_out), true, r[2]) end
-  rec_finish(rid, rec, 'S', cost)
+  rec_finish(rid, rec, final, cost)
   local over = 0
   if cost > hold then
     over = 1
@@ -87,6 +95,26 @@ if state == 'H' then
       'reason', 'actual-above-hold'})
   end
   return {'settled', cost, hold, 1, 'H', over}
+end
+
+if state == 'A' then
+  -- The estimate was booked everywhere (budgets, attribution, buckets): book the difference.
+  local booked, est_in, est_out = num(rec[R_COST]), num(rec[R_EST_IN]), num(rec[R_EST_OUT])
+  for _, iid in ipairs(iids) do budget_post(iid, 0, cost - booked, rid, rec[R_MODEL]) end
+  book_usage(dims, cost - booked, 0, t_in - est_in, t_out - est_out, t_cr, t_cw, 0)
+  for _, r in ipairs(rates) do rate_return(r[1], est_in + est_out - (t_in + t_out), false, r[2]) end
+  rec_finish(rid, rec, 'S', cost)
+  audit('settle.late', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
+    'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - booked),
+    'reason', 'after-estimate-charged'})
+  local over = 0
+  if cost > hold then
+    over = 1
+    audit('settle.over_estimate', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
+      'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
+      'reason', 'actual-above-hold'})
+  end
+  return {'settled', cost, hold, 1, 'A', over}
 end
 
 -- A late settle (after a release or an expiry): book what the budgets have not yet booked.
@@ -107,7 +135,7 @@ if state == 'R' then given_back = rate_tokens end
 for _, r in ipairs(rates) do
   rate_return(r[1], rate_tokens - given_back - (t_in + t_out), false, r[2])
 end
-rec_finish(rid, rec, 'S', cost)
+rec_finish(rid, rec, final, cost)
 audit('settle.late', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
   'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - charged_before),
   'reason', state == 'R' and 'after-release' or (state == 'X' and 'after-expiry-charged'

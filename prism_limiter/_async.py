@@ -263,11 +263,14 @@ class AsyncLimiter(BaseLimiter):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
+    async def _settle_held(
+        self, held: Held, usage: TokenUsage, estimate: bool = False
+    ) -> Settlement:
         # Shielded: a settle cancelled half-way would leave the caller unsure what was booked.
-        return await asyncio.shield(
-            self._run(self._core.settle(held.project, held.reservation_id, usage, held=held))
+        op = self._core.settle(
+            held.project, held.reservation_id, usage, held=held, estimate=estimate
         )
+        return await asyncio.shield(self._run(op))
 
     async def _release_held(self, held: Held) -> bool:
         return await self._run(self._core.release_held(held))

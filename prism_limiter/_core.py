@@ -336,8 +336,12 @@ class LimiterCore:
         model: str | None = None,
         tags: dict[str, str] | None = None,
         provider: str | None = None,
+        estimate: bool = False,
     ) -> Op[Settlement]:
         """Book ``usage``. Without ``held`` the record (or ``model``) says how to price it.
+
+        ``estimate``: this books the estimate of a reservation left without a settle; a later
+        real settle books the difference to its actual usage, once.
 
         A reservation taken degraded (Redis down, failure mode open) is booked now like an id
         the project never saw (``settle.unknown``). When Redis cannot take the settle, the usage
@@ -356,7 +360,14 @@ class LimiterCore:
         try:
             return (
                 yield from self._settle(
-                    project, rid, usage, held=held, model=model, tags=tag_map, provider=provider
+                    project,
+                    rid,
+                    usage,
+                    held=held,
+                    model=model,
+                    tags=tag_map,
+                    provider=provider,
+                    estimate=estimate,
                 )
             )
         except BackendUnavailable as exc:
@@ -399,6 +410,7 @@ class LimiterCore:
         model: str | None,
         tags: dict[str, str],
         provider: str | None,
+        estimate: bool,
     ) -> Op[Settlement]:
         tag_map = tags
         yield from self._preflight()
@@ -430,12 +442,13 @@ class LimiterCore:
             u.cache_read_tokens,
             u.cache_write_tokens,
         ]
-        reply = yield self._script("settle", project, [*head, ""])
+        mode = "e" if estimate else ""
+        reply = yield self._script("settle", project, [*head, mode, ""])
         if self._check_reply(reply) == "unknown":
             # Rare: an id this project does not know (never reserved, taken degraded, or past
             # retention). Book it from what the caller knows, in a second call.
             fallback = settle_fallback(model, tag_map, budgets)
-            reply = yield self._script("settle", project, [*head, *fallback])
+            reply = yield self._script("settle", project, [*head, mode, *fallback])
         if self._check_reply(reply) == "denied":
             raise InvalidRequest(
                 f"reservation {rid!r} was denied ({text(reply[1])}): there is nothing to settle"

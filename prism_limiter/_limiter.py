@@ -254,8 +254,11 @@ class Limiter(BaseLimiter):
 
     # -- used by Reservation ----------------------------------------------------------------
 
-    def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
-        return self._run(self._core.settle(held.project, held.reservation_id, usage, held=held))
+    def _settle_held(self, held: Held, usage: TokenUsage, estimate: bool = False) -> Settlement:
+        op = self._core.settle(
+            held.project, held.reservation_id, usage, held=held, estimate=estimate
+        )
+        return self._run(op)
 
     def _release_held(self, held: Held) -> bool:
         return self._run(self._core.release_held(held))

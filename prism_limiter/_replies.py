@@ -179,7 +179,7 @@ def settlement(rid: str, reply: list[Any]) -> Settlement:
         refunded_usd=nano_to_usd(max(0, hold_i - cost_i)) if before_s == "H" else 0.0,
         over_estimate=bool(as_int(over)),
         first=bool(as_int(first)),
-        late=before_s in ("R", "X", "E"),
+        late=before_s in ("R", "X", "E", "A"),
         unknown=before_s == "U",
     )
 

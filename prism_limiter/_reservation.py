@@ -92,7 +92,7 @@ class Reservation(_ReservationBase):
             return
         if exc_type is None:
             self._log_estimate()
-            self.settle(estimate_usage(self._held))
+            self._limiter._settle_held(self._held, estimate_usage(self._held), estimate=True)
             return
         try:
             self.release()
@@ -130,7 +130,7 @@ class AsyncReservation(_ReservationBase):
             return
         if exc_type is None:
             self._log_estimate()
-            await self.settle(estimate_usage(self._held))
+            await self._limiter._settle_held(self._held, estimate_usage(self._held), estimate=True)
             return
         try:
             await self._limiter._release_shielded(self._held)

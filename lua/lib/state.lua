@@ -17,10 +17,11 @@ local R_DIMS, R_TAGS, R_EST_IN, R_EST_OUT, R_COST, R_FINISHED = 8, 9, 10, 11, 12
 local R_RATES, R_RATE_TOKENS = 14, 15 -- rate-limit instances, tokens charged to their buckets
 local R_RATE_CFGS = 16 -- each rate instance's config when reserved (rebuilds a dropped one)
 local R_COUNT = 16
--- States: H held, S settled, R released, X expired and charged, E expired and released,
+-- States: H held, S settled, A charged its estimate (no settle came; a real one may correct it
+-- once), R released, X expired and charged, E expired and released,
 -- D denied (kept DENIAL_KEEP_MS so a settle or release of a denied id is refused; R_COST then
 -- holds why it was denied).
-local STATES = {H = true, S = true, R = true, X = true, E = true, D = true}
+local STATES = {H = true, S = true, A = true, R = true, X = true, E = true, D = true}
 local DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
 
 local function optional_int(v)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _helpers import keyspace
+from _helpers import audit, keyspace
 
 from prism_limiter import InvalidRequest, Policy
 
@@ -79,3 +79,30 @@ def test_a_denied_reservation_cannot_be_settled_or_released(limiter: Any, rclien
     model_denied = limiter.try_reserve("d", "claude-haiku-4-5", est_tokens=1)
     with pytest.raises(InvalidRequest, match="denied"):
         limiter.settle("d", model_denied.id, input_tokens=1, output_tokens=1, model="gpt-4o")
+
+
+def test_settle_after_the_estimate_was_charged_books_the_difference(
+    limiter: Any, rclient: Any
+) -> None:
+    """Leaving the block without a settle charges the estimate; a later settle books the
+    difference to the actual usage once (budget, attribution, buckets); a third changes nothing."""
+    limiter.apply_policy(
+        Policy.from_toml(ONE_BUDGET + "[[projects.p.rate_limits]]\nid = 'tpm'\ntpm = 100000\n")
+    )
+    with limiter.reserve("p", "gpt-4o", est_tokens=1000, max_output_tokens=500) as r:
+        pass  # no settle: the estimate is charged
+    estimate = limiter.usage("p").total
+    assert estimate.input_tokens == 1000 and estimate.output_tokens == 500
+    s = r.settle(input_tokens=200, output_tokens=50, cache_read_tokens=100)
+    assert s.first and s.late and s.cost_usd < estimate.cost_usd
+    again = limiter.settle("p", r.id, input_tokens=999, output_tokens=999)
+    assert not again.first and again.cost_usd == s.cost_usd
+    [state] = limiter.status("p")
+    assert state.spent_usd == s.cost_usd and state.held_usd == 0
+    total = limiter.usage("p").total
+    assert (total.input_tokens, total.output_tokens, total.cache_read_tokens) == (200, 50, 100)
+    assert total.requests == 1 and total.cost_usd == s.cost_usd
+    level = int(rclient.hget("prism:{p}:budgets", "r:tpm|tl"))
+    assert level >= (100_000 - 250) * 60_000  # the bucket holds the actual 250 tokens' debit
+    [late] = audit(rclient, "p", "settle.late")
+    assert late["reason"] == "after-estimate-charged"
