@@ -10,9 +10,16 @@ from prism_limiter._records import Decision
 def decision_headers(decision: Decision) -> dict[str, str]:
     """``Retry-After`` and ``X-Prism-*`` headers describing ``decision``.
 
-    A denial gets ``Retry-After`` (whole seconds, rounded up) when a time is known,
-    ``X-Prism-Reason``, and the limit that denied it; an allowed request gets the smallest
-    remaining budget and any warnings, so clients can slow down before they are blocked.
+    - ``X-Prism-Reservation``: the reservation id (settle or release it by this id from any
+      process; a denied one cannot be settled).
+    - ``Retry-After`` (whole seconds, rounded up): on a denial with a known time.
+    - ``X-Prism-Reason`` and ``X-Prism-Budget`` / ``X-Prism-Limit``: on a denial, why and which.
+    - ``X-Prism-Budget-Remaining-USD``: the same quantity on a 200 and a 429: what the tightest
+      budget would have left *after this request's hold* (cap - spent - held - this hold). On a
+      budget denial it is negative: by how much the request would go over.
+    - ``X-Prism-Budget-Resets-At``: when that budget's period ends (UTC).
+    - ``X-Prism-Warning``: ``<budget>>=<threshold>`` for each budget whose *booked* spend has
+      reached a ``warn_at`` threshold (the rule of the ``budget.warn`` audit entry).
     """
     headers = {"X-Prism-Reservation": decision.reservation_id}
     if decision.retry_after_s is not None and not decision.allowed:
@@ -23,11 +30,10 @@ def decision_headers(decision: Decision) -> dict[str, str]:
             headers["X-Prism-Budget"] = decision.budget
         if decision.limit:
             headers["X-Prism-Limit"] = decision.limit
-        if decision.cap_usd is not None and decision.spent_usd is not None:
-            remaining = decision.cap_usd - decision.spent_usd - (decision.held_usd or 0.0)
-            headers["X-Prism-Budget-Remaining-USD"] = f"{max(0.0, remaining):.6f}"
+        if decision.over_by_usd is not None:
+            headers["X-Prism-Budget-Remaining-USD"] = f"{-decision.over_by_usd:.6f}"
     elif decision.remaining_usd is not None:
-        headers["X-Prism-Budget-Remaining-USD"] = f"{max(0.0, decision.remaining_usd):.6f}"
+        headers["X-Prism-Budget-Remaining-USD"] = f"{decision.remaining_usd:.6f}"
     if decision.resets_at is not None:
         headers["X-Prism-Budget-Resets-At"] = decision.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     if decision.warnings:

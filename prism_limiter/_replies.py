@@ -27,7 +27,7 @@ def model_message(project: str, model: str, reason: str) -> str:
     """Why a model may not be used, in words."""
     messages = {
         "model-denied": f"model {model!r} is denied for project {project!r}",
-        "model-not-allowed": f"model {model!r} is not in project {project!r}'s allow list",
+        "model-not-allowed": f"model {model!r} is not in the allow list of project {project!r}",
         "no-policy": f"project {project!r} has no policy (and there are no defaults)",
     }
     return messages.get(reason, reason)
@@ -116,7 +116,8 @@ def decision_from_reply(
                 override_usd=nano_to_usd(as_int(extra)),
             )
         )
-        used = (spent_n + held_n) / cap_n if cap_n else 1.0
+        # Booked spend only, the rule of the budget.warn audit: holds are upper bounds.
+        used = spent_n / cap_n if cap_n else 1.0
         crossed = [f for f in b.budget.warn_at if used >= f]
         if crossed:
             warnings.append(

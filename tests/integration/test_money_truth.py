@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _helpers import audit, keyspace
 
-from prism_limiter import InvalidRequest, Policy
+from prism_limiter import InvalidRequest, Policy, decision_headers
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -106,3 +106,35 @@ def test_settle_after_the_estimate_was_charged_books_the_difference(
     assert level >= (100_000 - 250) * 60_000  # the bucket holds the actual 250 tokens' debit
     [late] = audit(rclient, "p", "settle.late")
     assert late["reason"] == "after-estimate-charged"
+
+
+HEADERS = """
+[projects.h]
+allow_models = ["*"]
+[[projects.h.budgets]]
+id = "b"
+usd = 1.0
+warn_at = [0.5]
+[projects.h.prices."flat"]
+input_mtok = 1000.0
+output_mtok = 0.0
+"""
+
+
+def test_headers_mean_the_same_on_200_and_429(limiter: Any) -> None:
+    """Remaining USD is after this request's hold on both answers; the warning names a
+    threshold only once booked spend reached it."""
+    limiter.apply_policy(Policy.from_toml(HEADERS))
+    held = limiter.reserve("h", "flat", est_tokens=600, max_output_tokens=0)  # $0.60 held
+    ok = decision_headers(held.decision)
+    assert ok["X-Prism-Budget-Remaining-USD"] == "0.400000"
+    assert "X-Prism-Warning" not in ok  # 60% is only held, not spent
+    denied = limiter.try_reserve("h", "flat", est_tokens=500, max_output_tokens=0)
+    no = decision_headers(denied.decision)
+    assert no["X-Prism-Budget-Remaining-USD"] == "-0.100000"  # 0.40 left, this one is 0.50
+    assert no["X-Prism-Reason"] == "budget" and no["X-Prism-Reservation"] == denied.id
+    held.settle(input_tokens=600, output_tokens=0)
+    after = decision_headers(
+        limiter.reserve("h", "flat", est_tokens=1, max_output_tokens=0).decision
+    )
+    assert after["X-Prism-Warning"] == "b>=0.5"
