@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from prism_limiter import AsyncLimiter, AsyncReservation
+
+T = TypeVar("T")
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 class AsyncReservationAsSync:
@@ -40,11 +47,13 @@ class AsyncAsSync:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if not inspect.iscoroutinefunction(attr):
+        if not callable(attr):
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            result = self._runner.run(attr(*args, **kwargs))
+            result = attr(*args, **kwargs)
+            if inspect.isawaitable(result):  # coroutines, and reserve()'s awaitable call
+                result = self._runner.run(_awaited(result))
             if isinstance(result, AsyncReservation):
                 return AsyncReservationAsSync(result, self._runner)
             return result
