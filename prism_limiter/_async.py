@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -248,7 +249,8 @@ class AsyncLimiter(BaseLimiter):
         )
 
     async def aclose(self) -> None:
-        """Wait for releases of cancelled reserves still in flight, then close the client."""
+        """Wait for the settles and releases still in flight (those of cancelled callers
+        included), then close the client."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self._client.aclose()
@@ -261,7 +263,7 @@ class AsyncLimiter(BaseLimiter):
 
     async def _settle_held(self, held: Held, usage: TokenUsage) -> Settlement:
         # Shielded: a settle cancelled half-way would leave the caller unsure what was booked.
-        return await asyncio.shield(
+        return await self._shielded(
             self._run(self._core.settle(held.project, held.reservation_id, usage, held=held))
         )
 
@@ -270,4 +272,11 @@ class AsyncLimiter(BaseLimiter):
 
     async def _release_shielded(self, held: Held) -> bool:
         """Release even while the calling task is being cancelled."""
-        return await asyncio.shield(self._release_held(held))
+        return await self._shielded(self._release_held(held))
+
+    async def _shielded(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run ``call`` to its end even if the caller is cancelled; ``aclose()`` waits for it."""
+        task = asyncio.ensure_future(call)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
