@@ -1,20 +1,24 @@
 """Cancellation: hundreds of asyncio tasks cancelled mid-flight leak no hold and no slot.
 
-The focused tests cancel by progress: a probe in the limiter's I/O cancels the caller as its
-script is sent, i.e. while it is in flight.
+Cancel points are chosen by progress, never by wall time, so the tests mean the same on a fast
+machine and on a loaded one: a task is cancelled before it starts, while its reserve, settle or
+release script is in flight (a probe in the limiter's I/O cancels the caller as the script is
+sent), or inside its block before or after its settle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from typing import Any
 
 import pytest
 from _helpers import audit, budget_fields, held_nano, spent_nano
 
-from prism_limiter import AsyncLimiter, Policy
+from prism_limiter import AsyncLimiter, AsyncReservation, Policy
 from prism_limiter._protocol import Request, Script
 
 POLICY = """
@@ -28,6 +32,10 @@ id = "slots"
 max_concurrent = 1000
 """
 
+# Where a task is cancelled: not at all; before it runs; while its reserve script is in flight;
+# inside the block before its settle; inside the block, and again while the release that
+# follows is in flight; while its settle script is in flight; inside the block after its settle.
+STAGES = ("never", "before", "reserve", "block", "twice", "settle", "settled")
 # The script whose sending cancels a task of that stage.
 _IN_FLIGHT = {"reserve": "reserve", "twice": "release", "settle": "settle"}
 
@@ -58,35 +66,61 @@ class _LateProbe(_Probe):
     turns = 10  # the cancelled caller reaches its aclose() before the script is sent
 
 
-async def _request(lim: AsyncLimiter, rng: random.Random) -> None:
-    async with await lim.reserve("p", "gpt-4o-mini", est_tokens=100) as r:
-        await asyncio.sleep(rng.random() * 0.02)  # "the LLM call"
+async def _request(lim: AsyncLimiter, stage: str, form: str, turns: int) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    _CANCEL_AT.set((stage, task))
+    call = lim.reserve("p", "gpt-4o-mini", est_tokens=100)
+    # the new form enters the call itself; the old one enters the awaited reservation
+    scope: AbstractAsyncContextManager[AsyncReservation] = (
+        call if form == "async with" else await call
+    )
+    async with scope as r:
+        for _ in range(turns):  # "the LLM call": a few turns of the loop, other tasks run
+            await asyncio.sleep(0)
+        if stage in ("block", "twice"):
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation lands here, before the settle
         await r.settle(input_tokens=90, output_tokens=10)
+        if stage == "settled":
+            task.cancel()
+            await asyncio.sleep(0)
+
+
+async def _lifecycle(redis_url: str, form: str, tasks: int) -> Counter[str]:
+    """Run ``tasks`` concurrent requests, each cancelled at a stage; return the outcomes."""
+    rng = random.Random(3)
+    stages = [STAGES[i % len(STAGES)] for i in range(tasks)]
+    rng.shuffle(stages)
+    lim = _Probe.from_url(redis_url)
+    await lim.apply_policy(Policy.from_toml(POLICY))
+    running = []
+    for stage in stages:
+        t = asyncio.ensure_future(_request(lim, stage, form, rng.randrange(4)))
+        if stage == "before":
+            t.cancel()
+        running.append(t)
+    results = await asyncio.gather(*running, return_exceptions=True)
+    await lim.aclose()  # waits for every reserve, settle and release still in flight
+    outcomes: Counter[str] = Counter()
+    for stage, result in zip(stages, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            outcomes[f"{stage}: cancelled"] += 1
+        elif result is None:
+            outcomes[f"{stage}: finished"] += 1
+        else:
+            raise result
+    return outcomes
 
 
 @pytest.mark.slow
-def test_cancelled_tasks_release_everything(redis_url: str, rclient: Any) -> None:
-    """Tasks cancelled before, during and after their reserve: held == 0, no slot in use."""
-
-    async def main() -> tuple[int, int]:
-        lim = AsyncLimiter.from_url(redis_url)
-        await lim.apply_policy(Policy.from_toml(POLICY))
-        rng = random.Random(3)
-        cancelled = finished = 0
-        for _ in range(5):
-            tasks = [asyncio.ensure_future(_request(lim, rng)) for _ in range(100)]
-            loop = asyncio.get_running_loop()
-            for t in tasks:  # cancel each at a random point of its life
-                loop.call_later(rng.random() * 0.2, t.cancel)
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            cancelled += sum(isinstance(r, asyncio.CancelledError) for r in results)
-            finished += sum(r is None for r in results)
-            assert not [r for r in results if isinstance(r, Exception)]
-        await lim.aclose()
-        return cancelled, finished
-
-    cancelled, finished = asyncio.run(main())
-    assert cancelled > 100 and finished > 100, (cancelled, finished)
+@pytest.mark.parametrize("form", ["async with", "async with await"])
+def test_cancelled_tasks_release_everything(redis_url: str, rclient: Any, form: str) -> None:
+    """700 tasks, cancelled before, during and after their reserve and settle: every cancelled
+    task ends cancelled, every other finishes, held == 0 and no slot is in use."""
+    outcomes = asyncio.run(_lifecycle(redis_url, form, tasks=700))
+    expected = {f"{s}: {'finished' if s == 'never' else 'cancelled'}": 100 for s in STAGES}
+    assert outcomes == expected
     assert held_nano(rclient, "p", "b") == 0
     assert int(budget_fields(rclient, "p").get("r:slots|n", 0)) == 0
     assert rclient.zcard("prism:{p}:leases") == 0
