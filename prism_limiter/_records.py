@@ -6,6 +6,10 @@ from datetime import datetime
 
 import msgspec
 
+# The tag value under which ``UsageReport.by_tag`` reports requests without the tag key. No
+# real tag value is empty (they are 1-256 characters), so it cannot collide with one.
+UNTAGGED = ""
+
 
 class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
     """One budget instance as a decision or a status report sees it (amounts in USD).
@@ -117,11 +121,14 @@ class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
 class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     """Spend per model and per tag value; each breakdown sums to ``total`` exactly.
 
-    For each tag key, requests that did not carry it are reported under the value ``None``.
+    ``by_tag[key]`` maps each value of tag ``key`` to its row, and reports the requests that
+    did not carry the key under the empty string ``""`` (``UNTAGGED``): no real tag value is
+    empty, and a string key keeps the report encodable as JSON as it is, e.g.
+    ``{"feature": {"chat": {...}, "": {...}}}``.
     """
 
     project: str
     days: tuple[str, ...]
     total: UsageRow
     by_model: dict[str, UsageRow]
-    by_tag: dict[str, dict[str | None, UsageRow]]
+    by_tag: dict[str, dict[str, UsageRow]]
