@@ -141,7 +141,7 @@ class AsyncReservation(_ReservationBase):
             logger.warning("prism.release.failed", reservation_id=self.id, error=str(err))
 
 
-class AsyncReserveCall:
+class AsyncReserveCall(Coroutine[Any, Any, AsyncReservation]):
     """What ``AsyncLimiter.reserve`` and ``try_reserve`` return: one pending reserve, to await or
     to enter (the way aiohttp's ``session.get()`` works)::
 
@@ -150,25 +150,41 @@ class AsyncReserveCall:
                                                    # on exit
         async with await limiter.reserve(...) as r: ...   # the same, in two steps
 
-    Denials raise from the await (from ``__aenter__`` in the ``async with`` form). The reserve
-    runs once: like a coroutine, the call can be awaited or entered once only, and a second
-    await raises ``RuntimeError`` rather than take a second hold. Call ``reserve()`` again for
-    another reservation.
+    Denials raise from the await (from ``__aenter__`` in the ``async with`` form). It is a
+    coroutine, so ``asyncio.create_task(limiter.reserve(...))`` works too. The reserve runs
+    once: like a coroutine, the call can be awaited or entered once only, and a second await
+    raises ``RuntimeError`` rather than take a second hold. Call ``reserve()`` again for another
+    reservation.
     """
 
-    __slots__ = ("_pending", "_reservation")
+    __slots__ = ("_coro", "_reservation", "_started")
 
-    def __init__(self, pending: Coroutine[Any, Any, AsyncReservation]) -> None:
-        self._pending: Coroutine[Any, Any, AsyncReservation] | None = pending
+    def __init__(self, coro: Coroutine[Any, Any, AsyncReservation]) -> None:
+        self._coro = coro
+        self._started = False
         self._reservation: AsyncReservation | None = None
 
     def __await__(self) -> Generator[Any, None, AsyncReservation]:
-        pending, self._pending = self._pending, None
-        if pending is None:
+        if self._started:
             raise RuntimeError(
                 "this reserve() call was already awaited; call reserve() again for another hold"
             )
-        return pending.__await__()
+        self._started = True
+        return self._coro.__await__()
+
+    # The coroutine protocol, for asyncio.create_task() and the like, which drive it directly.
+    def send(self, value: Any) -> Any:
+        self._started = True
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        self._started = True
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
 
     async def __aenter__(self) -> AsyncReservation:
         self._reservation = await self

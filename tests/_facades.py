@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from prism_limiter import AsyncLimiter, AsyncReservation
-
-T = TypeVar("T")
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable
 
 
 class AsyncReservationAsSync:
@@ -52,8 +44,8 @@ class AsyncAsSync:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             result = attr(*args, **kwargs)
-            if inspect.isawaitable(result):  # coroutines, and reserve()'s awaitable call
-                result = self._runner.run(_awaited(result))
+            if asyncio.iscoroutine(result):  # coroutines, and the call reserve() returns
+                result = self._runner.run(result)
             if isinstance(result, AsyncReservation):
                 return AsyncReservationAsSync(result, self._runner)
             return result

@@ -87,6 +87,22 @@ def test_await_reserve_and_async_with_await_still_work(redis_url: str, rclient: 
     assert held_nano(rclient, "p", "b") == 0
 
 
+def test_a_call_runs_as_a_task(redis_url: str, rclient: Any) -> None:
+    """reserve() is a coroutine too: asyncio.create_task runs it, and the task's result is the
+    reservation; awaiting the call after that raises instead of reserving again."""
+
+    async def body(lim: AsyncLimiter) -> None:
+        call = lim.reserve("p", "gpt-4o-mini", est_tokens=100)
+        r = await asyncio.create_task(call)
+        assert isinstance(r, AsyncReservation) and r.open
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await call
+        await r.release()
+
+    _run(redis_url, body)
+    assert held_nano(rclient, "p", "b") == 0
+
+
 def test_denial_raises_from_await_and_from_enter(redis_url: str, rclient: Any) -> None:
     """A denied reserve raises BudgetExceeded on await and on ``__aenter__``; the block never
     runs and nothing is held."""
