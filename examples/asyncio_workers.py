@@ -31,7 +31,7 @@ async def worker(limiter: AsyncLimiter, jobs: asyncio.Queue[int], done: list[flo
     while True:
         job = await jobs.get()
         try:
-            async with await limiter.reserve(
+            async with limiter.reserve(
                 "batch",
                 "gpt-4o-mini",
                 est_tokens=1500,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from prism_limiter._policy_store import PolicyChange
 from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
-from prism_limiter._reservation import AsyncReservation
+from prism_limiter._reservation import AsyncReservation, AsyncReserveCall
 from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
@@ -95,33 +96,76 @@ class AsyncLimiter(BaseLimiter):
         denied ``no-policy``); audited ``policy.removed``."""
         return await self._run(self._core.remove_policy(project, actor))
 
-    async def try_reserve(
+    def try_reserve(
         self,
         project: str,
         model: str,
         est_tokens: int,
         *,
         max_output_tokens: int | None = None,
+        max_cache_write_tokens: int | None = None,
         tags: dict[str, str] | None = None,
         ttl_s: float | None = None,
         reservation_id: str | None = None,
         provider: str | None = None,
-    ) -> AsyncReservation:
-        """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised.
+    ) -> AsyncReserveCall:
+        """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised;
+        awaited or entered with ``async with`` the same way."""
+        op = self._core.reserve(
+            project,
+            model,
+            est_tokens,
+            max_output_tokens=max_output_tokens,
+            max_cache_write_tokens=max_cache_write_tokens,
+            tags=tags,
+            ttl_s=ttl_s,
+            reservation_id=reservation_id,
+            provider=provider,
+        )
+        return AsyncReserveCall(self._reserve(op, raise_denial=False))
+
+    def reserve(
+        self,
+        project: str,
+        model: str,
+        est_tokens: int,
+        *,
+        max_output_tokens: int | None = None,
+        max_cache_write_tokens: int | None = None,
+        tags: dict[str, str] | None = None,
+        ttl_s: float | None = None,
+        reservation_id: str | None = None,
+        provider: str | None = None,
+    ) -> AsyncReserveCall:
+        """Check every limit that applies and hold the estimated cost (see ``Limiter.reserve``).
+
+        Returns an awaitable async context manager: ``r = await limiter.reserve(...)`` and
+        ``async with limiter.reserve(...) as r:`` both take the hold and give the
+        :class:`AsyncReservation`; the hold is taken when the call is awaited or entered, once.
 
         Cancellation-safe: the script call runs shielded, and if the caller is cancelled while
         it is in flight, whatever it held is released as soon as it answers.
+
+        Raises:
+            BudgetExceeded, RateLimited, ModelNotAllowed: the request is denied (raised by the
+                await, or on entering the ``async with`` block; ``.decision`` says why).
+            InvalidRequest, BackendUnavailable: as ``Limiter.reserve``, at the same point.
+            RuntimeError: the returned call is awaited a second time.
         """
         op = self._core.reserve(
             project,
             model,
             est_tokens,
             max_output_tokens=max_output_tokens,
+            max_cache_write_tokens=max_cache_write_tokens,
             tags=tags,
             ttl_s=ttl_s,
             reservation_id=reservation_id,
             provider=provider,
         )
+        return AsyncReserveCall(self._reserve(op, raise_denial=True))
+
+    async def _reserve(self, op: Op[Held], *, raise_denial: bool) -> AsyncReservation:
         task = asyncio.ensure_future(self._run(op))
         try:
             held = await asyncio.shield(task)
@@ -129,6 +173,8 @@ class AsyncLimiter(BaseLimiter):
             self._track(task)
             task.add_done_callback(self._release_orphan)
             raise
+        if raise_denial:
+            raise_for(held.decision)
         return AsyncReservation(self, held)
 
     def _release_orphan(self, task: asyncio.Future[Held]) -> None:
@@ -148,32 +194,6 @@ class AsyncLimiter(BaseLimiter):
         if not future.cancelled() and future.exception() is not None:
             # The lease still ends the hold; say so rather than lose the error.
             logger.warning("prism.release.failed", error=str(future.exception()))
-
-    async def reserve(
-        self,
-        project: str,
-        model: str,
-        est_tokens: int,
-        *,
-        max_output_tokens: int | None = None,
-        tags: dict[str, str] | None = None,
-        ttl_s: float | None = None,
-        reservation_id: str | None = None,
-        provider: str | None = None,
-    ) -> AsyncReservation:
-        """Check every limit that applies and hold the estimated cost (see ``Limiter.reserve``)."""
-        r = await self.try_reserve(
-            project,
-            model,
-            est_tokens,
-            max_output_tokens=max_output_tokens,
-            tags=tags,
-            ttl_s=ttl_s,
-            reservation_id=reservation_id,
-            provider=provider,
-        )
-        raise_for(r.decision)
-        return r
 
     async def settle(
         self,
@@ -252,7 +272,8 @@ class AsyncLimiter(BaseLimiter):
         )
 
     async def aclose(self) -> None:
-        """Wait for releases of cancelled reserves still in flight, then close the client."""
+        """Wait for the settles and releases still in flight (those of cancelled callers
+        included), then close the client."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self._client.aclose()
@@ -270,11 +291,18 @@ class AsyncLimiter(BaseLimiter):
         op = self._core.settle(
             held.project, held.reservation_id, usage, held=held, estimate=estimate
         )
-        return await asyncio.shield(self._run(op))
+        return await self._shielded(self._run(op))
 
     async def _release_held(self, held: Held) -> bool:
         return await self._run(self._core.release_held(held))
 
     async def _release_shielded(self, held: Held) -> bool:
         """Release even while the calling task is being cancelled."""
-        return await asyncio.shield(self._release_held(held))
+        return await self._shielded(self._release_held(held))
+
+    async def _shielded(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run ``call`` to its end even if the caller is cancelled; ``aclose()`` waits for it."""
+        task = asyncio.ensure_future(call)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)

@@ -1,51 +1,78 @@
-"""Frozen records returned to callers: decisions, settlements and budget status."""
+"""Frozen records returned to callers: decisions, settlements and budget status.
+
+Every record encodes with ``msgspec.json.encode(record)`` (every field, ``None`` as ``null``)
+and decodes back with ``msgspec.json.decode(data, type=...)``; ``record.to_dict()`` gives plain
+JSON-ready data without the fields that are ``None``, which ``msgspec.convert(d, type=...)``
+turns back into the record.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
+# The tag value under which ``UsageReport.by_tag`` reports requests without the tag key. No
+# real tag value is empty (they are 1-256 characters), so it cannot collide with one.
+UNTAGGED = ""
 
-class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (dicts, lists, str, numbers, bool): fields that are ``None``
+        are left out, datetimes are ISO-8601 strings (UTC, ``Z``), tuples are lists."""
+        out: dict[str, Any] = _without_none(msgspec.to_builtins(self))
+        return out
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
+
+
+class BudgetState(_Record, frozen=True, kw_only=True):
     """One budget instance as a decision or a status report sees it (amounts in USD).
 
     ``cap_usd`` includes ``override_usd``, the extra of an override in force.
     """
 
     budget: str
-    split_value: str | None
+    split_value: str | None = None
     cap_usd: float
     spent_usd: float
     held_usd: float
     remaining_usd: float
-    period_start: datetime | None
-    resets_at: datetime | None
+    period_start: datetime | None = None
+    resets_at: datetime | None = None
     override_usd: float = 0.0
 
 
-class Override(msgspec.Struct, frozen=True, kw_only=True):
+class Override(_Record, frozen=True, kw_only=True):
     """An approved, expiring raise of one budget instance's cap (audited when granted and used)."""
 
     project: str
     budget: str
-    split_value: str | None
+    split_value: str | None = None
     extra_usd: float
     expires_at: datetime
     actor: str
     reason: str
 
 
-class BudgetWarning(msgspec.Struct, frozen=True, kw_only=True):
+class BudgetWarning(_Record, frozen=True, kw_only=True):
     """A budget at or past one of its ``warn_at`` thresholds (counting live holds)."""
 
     budget: str
-    split_value: str | None
+    split_value: str | None = None
     threshold: float
     used_fraction: float
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True):
+class Decision(_Record, frozen=True, kw_only=True):
     """What ``reserve`` decided, and why.
 
     ``reason`` is ``None`` when allowed; otherwise one of ``budget``, ``rate``,
@@ -53,7 +80,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     ``model-not-allowed``, ``no-policy``. For a budget denial, ``budget``, ``cap_usd``,
     ``spent_usd``, ``held_usd``, ``over_by_usd`` and ``resets_at`` describe it; for a rate
     denial, ``limit``, ``limit_kind`` (``rpm``, ``tpm``, ``tpm-too-large``, ``concurrency``) and
-    ``retry_after_s`` (None when no time can be promised).
+    ``retry_after_s`` (None when no time can be promised). ``to_dict()`` includes
+    ``remaining_usd`` too.
     """
 
     allowed: bool
@@ -86,8 +114,15 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
             return None
         return min(b.remaining_usd for b in self.budgets)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data, as for every record, with ``remaining_usd`` when known."""
+        out = super().to_dict()
+        if self.remaining_usd is not None:
+            out["remaining_usd"] = self.remaining_usd
+        return out
 
-class Settlement(msgspec.Struct, frozen=True, kw_only=True):
+
+class Settlement(_Record, frozen=True, kw_only=True):
     """The outcome of a settle. ``first`` is False when this id was already settled: nothing
     changed and the first settle's cost is reported. ``late`` marks a settle booked after the
     hold was released or expired (a correction)."""
@@ -103,7 +138,7 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
     degraded: bool = False  # Redis could not take it (open mode): logged, not booked
 
 
-class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
+class UsageRow(_Record, frozen=True, kw_only=True):
     """Attribution for one row (the total, a model, or one tag value) over a day range."""
 
     cost_usd: float
@@ -115,14 +150,17 @@ class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
     expired_holds: int
 
 
-class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
+class UsageReport(_Record, frozen=True, kw_only=True):
     """Spend per model and per tag value; each breakdown sums to ``total`` exactly.
 
-    For each tag key, requests that did not carry it are reported under the value ``None``.
+    ``by_tag[key]`` maps each value of tag ``key`` to its row, and reports the requests that
+    did not carry the key under the empty string ``""`` (``UNTAGGED``): no real tag value is
+    empty, and a string key keeps the report encodable as JSON as it is, e.g.
+    ``{"feature": {"chat": {...}, "": {...}}}``.
     """
 
     project: str
     days: tuple[str, ...]
     total: UsageRow
     by_model: dict[str, UsageRow]
-    by_tag: dict[str, dict[str | None, UsageRow]]
+    by_tag: dict[str, dict[str, UsageRow]]

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from prism_limiter._keys import unescape
 from prism_limiter._money import nano_to_usd
-from prism_limiter._records import UsageReport, UsageRow
+from prism_limiter._records import UNTAGGED, UsageReport, UsageRow
 from prism_limiter.errors import InvalidRequest
 
 
@@ -26,26 +26,26 @@ def _row(counters: dict[str, int]) -> UsageRow:
 def build_report(
     project: str, days: tuple[str, ...], sums: dict[str, dict[str, int]]
 ) -> UsageReport:
-    """Rows per model and per tag value; each tag key gets a ``None`` row for requests without
-    it, so that every breakdown sums to the total exactly."""
+    """Rows per model and per tag value; each tag key gets an ``UNTAGGED`` row for requests
+    without it, so that every breakdown sums to the total exactly."""
     total = sums.get("total", {})
     by_model: dict[str, UsageRow] = {}
-    by_tag_raw: dict[str, dict[str | None, dict[str, int]]] = {}
+    by_tag_raw: dict[str, dict[str, dict[str, int]]] = {}
     for dim, counters in sums.items():
         if dim.startswith("model="):
             by_model[unescape(dim[6:])] = _row(counters)
         elif dim.startswith("tag:"):
             key, _, value = dim[4:].partition("=")
             by_tag_raw.setdefault(key, {})[unescape(value)] = counters
-    by_tag: dict[str, dict[str | None, UsageRow]] = {}
+    by_tag: dict[str, dict[str, UsageRow]] = {}
     for key, values in by_tag_raw.items():
         rest = dict(total)
         for counters in values.values():
             for metric, n in counters.items():
                 rest[metric] = rest.get(metric, 0) - n
-        rows: dict[str | None, UsageRow] = {v: _row(c) for v, c in sorted(values.items())}
+        rows = {v: _row(c) for v, c in sorted(values.items())}
         if any(rest.values()):
-            rows[None] = _row(rest)
+            rows[UNTAGGED] = _row(rest)
         by_tag[key] = rows
     return UsageReport(
         project=project, days=days, total=_row(total), by_model=by_model, by_tag=by_tag

@@ -3,10 +3,13 @@
 ``reserve()`` takes the hold when called; the ``with`` block only scopes it. Leaving the block
 by any ``BaseException`` (cancellation included) without a settle releases the hold; leaving it
 normally without a settle charges the estimate and logs ``prism.settle.estimate_charged``.
+``AsyncLimiter.reserve()`` returns an :class:`AsyncReserveCall`, which takes the hold when it is
+awaited or entered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Coroutine, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -136,3 +139,63 @@ class AsyncReservation(_ReservationBase):
             await self._limiter._release_shielded(self._held)
         except PrismLimiterError as err:
             logger.warning("prism.release.failed", reservation_id=self.id, error=str(err))
+
+
+class AsyncReserveCall(Coroutine[Any, Any, AsyncReservation]):
+    """What ``AsyncLimiter.reserve`` and ``try_reserve`` return: one pending reserve, to await or
+    to enter (the way aiohttp's ``session.get()`` works)::
+
+        r = await limiter.reserve(...)             # the AsyncReservation
+        async with limiter.reserve(...) as r: ...  # awaited on enter, AsyncReservation.__aexit__
+                                                   # on exit
+        async with await limiter.reserve(...) as r: ...   # the same, in two steps
+
+    Denials raise from the await (from ``__aenter__`` in the ``async with`` form). It is a
+    coroutine, so ``asyncio.create_task(limiter.reserve(...))`` works too. The reserve runs
+    once: like a coroutine, the call can be awaited or entered once only, and a second await
+    raises ``RuntimeError`` rather than take a second hold. Call ``reserve()`` again for another
+    reservation.
+    """
+
+    __slots__ = ("_coro", "_reservation", "_started")
+
+    def __init__(self, coro: Coroutine[Any, Any, AsyncReservation]) -> None:
+        self._coro = coro
+        self._started = False
+        self._reservation: AsyncReservation | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncReservation]:
+        if self._started:
+            raise RuntimeError(
+                "this reserve() call was already awaited; call reserve() again for another hold"
+            )
+        self._started = True
+        return self._coro.__await__()
+
+    # The coroutine protocol, for asyncio.create_task() and the like, which drive it directly.
+    def send(self, value: Any) -> Any:
+        self._started = True
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        self._started = True
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    async def __aenter__(self) -> AsyncReservation:
+        self._reservation = await self
+        return self._reservation
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._reservation is None:
+            raise RuntimeError("__aexit__ without a successful __aenter__")
+        await self._reservation.__aexit__(exc_type, exc, tb)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from types import TracebackType
 from typing import Any
 
@@ -40,11 +39,13 @@ class AsyncAsSync:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if not inspect.iscoroutinefunction(attr):
+        if not callable(attr):
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            result = self._runner.run(attr(*args, **kwargs))
+            result = attr(*args, **kwargs)
+            if asyncio.iscoroutine(result):  # coroutines, and the call reserve() returns
+                result = self._runner.run(result)
             if isinstance(result, AsyncReservation):
                 return AsyncReservationAsSync(result, self._runner)
             return result

@@ -55,10 +55,13 @@ def test_grant_lets_requests_through_and_each_use_is_audited(limiter: Any, rclie
 
 
 def test_override_expires_on_the_server_clock(limiter: Any) -> None:
+    """An override lets requests through while in force; a short grant replacing it ends at its
+    own expiry on the server clock, and the cap is back."""
     limiter.apply_policy(POLICY)
     _fill(limiter)
-    limiter.grant_override("p", "daily", usd=1, ttl_s=0.1, actor="a", reason="short")
+    limiter.grant_override("p", "daily", usd=1, ttl_s=60, actor="a", reason="long")
     limiter.reserve("p", "gpt-4o", est_tokens=1).release()
+    limiter.grant_override("p", "daily", usd=1, ttl_s=0.1, actor="a", reason="short")
     time.sleep(0.15)
     with pytest.raises(BudgetExceeded):
         limiter.reserve("p", "gpt-4o", est_tokens=1)

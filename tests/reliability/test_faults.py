@@ -53,17 +53,19 @@ def test_out_of_memory_refuses_and_changes_nothing() -> None:
 @pytest.mark.slow
 def test_server_killed_under_load_fails_fast() -> None:
     """Kill redis-server while 8 threads reserve: every call ends (ok, denied or unavailable)
-    within the timeout budget; none hangs."""
+    within the timeout budget; none hangs. The kill waits for the first success and the stop
+    for the first failure after it, so a slow machine only makes the test slower."""
     with redis_server() as url:
         lim = Limiter.from_url(url, socket_timeout=0.3, retries=1)
         lim.apply_policy(POLICY)
         outcomes: list[str] = []
         slowest = [0.0]
         lock = threading.Lock()
-        stop = time.monotonic() + 3
+        seen = {"ok": threading.Event(), "unavailable": threading.Event()}
+        stop = threading.Event()
 
         def run() -> None:
-            while time.monotonic() < stop:
+            while not stop.is_set():
                 start = time.monotonic()
                 try:
                     lim.reserve("p", "gpt-4o-mini", est_tokens=10).release()
@@ -75,14 +77,18 @@ def test_server_killed_under_load_fails_fast() -> None:
                 with lock:
                     outcomes.append(outcome)
                     slowest[0] = max(slowest[0], time.monotonic() - start)
+                if outcome in seen:
+                    seen[outcome].set()
 
         threads = [threading.Thread(target=run) for _ in range(8)]
         for t in threads:
             t.start()
-        time.sleep(1)
+        assert seen["ok"].wait(60), "no reserve succeeded before the kill"
         raw = redis.Redis.from_url(url)
         with contextlib.suppress(redis.exceptions.ConnectionError):  # it closes as it goes
             raw.shutdown(nosave=True)
+        seen["unavailable"].wait(60)
+        stop.set()
         for t in threads:
             t.join(10)
         assert not any(t.is_alive() for t in threads)

@@ -29,8 +29,12 @@ def test_error_tree() -> None:
 
 
 def test_sync_and_async_faces_have_the_same_methods() -> None:
-    """Every public method of Limiter exists on AsyncLimiter (close is aclose there)."""
+    """Every public method of Limiter exists on AsyncLimiter (close is aclose there), awaited:
+    a coroutine function, or (reserve, try_reserve) one returning an awaitable context manager."""
     import inspect
+    import typing
+    from collections.abc import Awaitable
+    from contextlib import AbstractAsyncContextManager
 
     from prism_limiter import AsyncLimiter, AsyncReservation, Limiter, Reservation
 
@@ -43,4 +47,10 @@ def test_sync_and_async_faces_have_the_same_methods() -> None:
         sync_sig = inspect.signature(getattr(Limiter, name))
         async_sig = inspect.signature(getattr(AsyncLimiter, name))
         assert sync_sig.parameters.keys() == async_sig.parameters.keys(), name
-        assert inspect.iscoroutinefunction(getattr(AsyncLimiter, name)), name
+        method = getattr(AsyncLimiter, name)
+        if name in ("reserve", "try_reserve"):
+            returned = typing.get_type_hints(method)["return"]
+            assert issubclass(returned, Awaitable), name
+            assert issubclass(returned, AbstractAsyncContextManager), name
+        else:
+            assert inspect.iscoroutinefunction(method), name
