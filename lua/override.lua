@@ -11,22 +11,29 @@
 -- cap + extra; a reserve that fits only thanks to it is audited override.used.
 -- Reply: {"granted", until ms} | {"revoked", 1 (there was one) or 0} | {"badargs", what}
 
-if BAD_HEAD then return {'badargs', 'head'} end
-local iid, label, mode, actor, reason = ARGV[6], ARGV[7], ARGV[8], ARGV[11], ARGV[12]
-local extra, lifetime_ms = int(ARGV[9]), int(ARGV[10])
-if not (iid and label and actor and reason and extra and extra >= 0 and lifetime_ms
-  and (mode == 'grant' or mode == 'revoke')) then
-  return {'badargs', 'override'}
+local function override(keys, argv)
+  begin(keys, argv)
+  if BAD_HEAD then return {'badargs', 'head'} end
+  local iid, label, mode, actor, reason = ARGV[6], ARGV[7], ARGV[8], ARGV[11], ARGV[12]
+  local extra, lifetime_ms = int(ARGV[9]), int(ARGV[10])
+  if not (iid and label and actor and reason and extra and extra >= 0 and lifetime_ms
+    and (mode == 'grant' or mode == 'revoke')) then
+    return {'badargs', 'override'}
+  end
+  local nb = split(label, LS)
+  if mode == 'grant' then
+    local until_ms = NOW_MS + lifetime_ms
+    local fields = {iid .. '|o', string.format('%d:%d', extra, until_ms)}
+    if not redis.call('HGET', K_BUDGETS, iid .. '|c') then -- never reserved: make it listed
+      fields[3], fields[4] = iid .. '|c', table.concat({0, '', '', label}, FS)
+    end
+    W('HSET', K_BUDGETS, unpack(fields))
+    audit('override.granted', {'budget', nb[1], 'split', nb[2] or '', 'amount_usd', usd(extra),
+      'until_ms', until_ms, 'actor', actor, 'reason', reason})
+    return {'granted', until_ms}
+  end
+  local had = W('HDEL', K_BUDGETS, iid .. '|o')
+  audit('override.revoked', {'budget', nb[1], 'split', nb[2] or '', 'actor', actor,
+    'reason', reason})
+  return {'revoked', had > 0 and 1 or 0}
 end
-local nb = split(label, LS)
-if mode == 'grant' then
-  local until_ms = NOW_MS + lifetime_ms
-  W('HSET', K_BUDGETS, iid .. '|o', extra, iid .. '|ou', until_ms, iid .. '|n', label)
-  audit('override.granted', {'budget', nb[1], 'split', nb[2] or '', 'amount_usd', usd(extra),
-    'until_ms', until_ms, 'actor', actor, 'reason', reason})
-  return {'granted', until_ms}
-end
-local had = W('HDEL', K_BUDGETS, iid .. '|o', iid .. '|ou')
-audit('override.revoked', {'budget', nb[1], 'split', nb[2] or '', 'actor', actor,
-  'reason', reason})
-return {'revoked', had > 0 and 1 or 0}

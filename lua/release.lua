@@ -9,20 +9,25 @@
 --        record is unreadable: nothing changed), {"denied", why} (its reserve was denied) or
 --        {"badargs", what}.
 
-if BAD_HEAD then return {'badargs', 'head'} end
-if not K_USAGE then return {'clock', NOW_S} end
-local rid = ARGV[6]
-if not rid then return {'badargs', 'release'} end
-local raw = redis.call('HGET', K_HOLDS, rid)
-if not raw then return {'unknown'} end
-local rec = rec_decode(raw)
-if not rec then return {'damaged'} end
-if rec[R_STATE] == 'D' then return {'denied', rec[R_COST]} end
-if rec[R_STATE] ~= 'H' then return {'released', rec[R_STATE]} end
-local hold = num(rec[R_HOLD])
-for _, iid in ipairs(split(rec[R_IIDS], LS)) do budget_post(iid, hold, 0, rid, rec[R_MODEL]) end
--- The call did not complete: its tokens go back to the buckets (a late settle takes them again).
-local rate_tokens = num(rec[R_RATE_TOKENS])
-for _, r in ipairs(rec_rates(rec)) do rate_return(r[1], rate_tokens, true, r[2]) end
-rec_finish(rid, rec, 'R', 0)
-return {'released', 'H'}
+local function release(keys, argv)
+  begin(keys, argv)
+  if BAD_HEAD then return {'badargs', 'head'} end
+  if not K_USAGE then return {'clock', NOW_S} end
+  local rid = ARGV[6]
+  if not rid then return {'badargs', 'release'} end
+  local raw = redis.call('HGET', K_HOLDS, rid)
+  if not raw then return {'unknown'} end
+  local rec = rec_decode(raw)
+  if not rec then return {'damaged'} end
+  if rec[R_STATE] == 'D' then return {'denied', rec[R_COST]} end
+  if rec[R_STATE] ~= 'H' then return {'released', rec[R_STATE]} end
+  local hold = num(rec[R_HOLD])
+  local bviews, rviews = load_record(rec)
+  for _, view in ipairs(bviews) do budget_post(view, hold, 0, rid, rec[R_MODEL]) end
+  -- The call did not complete: its tokens go back to the buckets (a late settle takes them again).
+  local rate_tokens = num(rec[R_RATE_TOKENS])
+  for _, view in ipairs(rviews) do if view then rate_return(view, rate_tokens, true) end end
+  store(bviews, rviews)
+  rec_finish(rid, rec, 'R', 0)
+  return {'released', 'H'}
+end

@@ -38,131 +38,149 @@
 --   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap (override
 --    included), start s, end s, override extra}
 
-if BAD_HEAD then return {'badargs', 'head'} end
-if not K_USAGE then return {'clock', NOW_S} end
+local function reserve(keys, argv)
+  begin(keys, argv)
+  if BAD_HEAD then return {'badargs', 'head'} end
+  if not K_USAGE then return {'clock', NOW_S} end
 
--- Every argument is checked before anything is read or written.
-local rid, denial, model, tags = ARGV[7], ARGV[8], ARGV[11], ARGV[12]
-local hold, lease_ms = int(ARGV[9]), int(ARGV[10])
-local est_in, est_out, n = int(ARGV[14]), int(ARGV[15]), int(ARGV[17])
-if not (rid and denial and model and tags and ARGV[13] and ARGV[16] and hold and hold >= 0
-  and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0
-  and n and n >= 0) then
-  return {'badargs', 'reserve'}
-end
-local configs = {}
-for i = 1, n do
-  local base = 17 + (i - 1) * 6
-  local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = int(ARGV[base + 3]),
-    thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6]}
-  if not (cfg.iid and cfg.name and cfg.cap and cfg.cap >= 0 and cfg.thresholds
-    and spec_ok(cfg.spec) and (cfg.charge == '0' or cfg.charge == '1')) then
-    return {'badargs', 'budget ' .. i}
+  -- Every argument is checked before anything is read or written.
+  local rid, denial, model, tags = ARGV[7], ARGV[8], ARGV[11], ARGV[12]
+  local hold, lease_ms = arg_int(ARGV[9]), arg_int(ARGV[10])
+  local est_in, est_out, n = arg_int(ARGV[14]), arg_int(ARGV[15]), arg_int(ARGV[17])
+  if not (rid and denial and model and tags and ARGV[13] and ARGV[16] and hold and hold >= 0
+    and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0
+    and n and n >= 0) then
+    return {'badargs', 'reserve'}
   end
-  configs[i] = cfg
-end
-local rbase = 18 + n * 6
-local m = int(ARGV[rbase])
-if not (m and m >= 0) then return {'badargs', 'rate count'} end
-local rconfigs = {}
-for i = 1, m do
-  local base = rbase + (i - 1) * 3
-  local rc = {iid = ARGV[base + 1], name = ARGV[base + 2], raw = ARGV[base + 3]}
-  if not (rc.iid and rc.name and rate_cfg(rc.raw)) then return {'badargs', 'rate ' .. i} end
-  rconfigs[i] = rc
-end
-
-local version = redis.call('HGET', K_POLICY, 'v') or '0'
-if version ~= ARGV[6] then return {'stale', version} end
-
-local existing = redis.call('HGET', K_HOLDS, rid)
-if existing then
-  local rec = rec_decode(existing)
-  if not rec then return {'damaged'} end
-  local state = rec[R_STATE]
-  if state == 'H' then return {'dup', num(rec[R_HOLD]), num(rec[R_DEADLINE]), rec[R_MODEL], NOW_MS} end
-  if state ~= 'D' then return {'ended', state} end
-  -- denied before: decided afresh
-end
-
-housekeeping(SWEEP_BATCH)
-
-if denial ~= '' then
-  audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
-  rec_denied(rid, model, denial)
-  return {'denied', 'model', denial}
-end
-
--- Compute everything before the first write: a denial changes no budget.
-local views = {}
-for i, cfg in ipairs(configs) do
-  local view = budget_view(cfg.iid, cfg.spec)
-  local cap = cfg.cap + view.extra
-  if view.spent + view.held + hold > cap then
-    local nb = split(cfg.name, LS)
-    audit('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
-      'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'held_usd', usd(view.held),
-      'cap_usd', usd(cap), 'reason', 'over-cap'})
-    rec_denied(rid, model, 'budget ' .. nb[1] .. (nb[2] and nb[2] ~= '' and (' for ' .. nb[2]) or ''))
-    return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
+  local configs, budgets = {}, {}
+  for i = 1, n do
+    local base = 17 + (i - 1) * 6
+    local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = arg_int(ARGV[base + 3]),
+      thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6]}
+    if not (cfg.iid and cfg.name and cfg.cap and cfg.cap >= 0 and cfg.thresholds
+      and spec_ok(cfg.spec) and (cfg.charge == '0' or cfg.charge == '1')) then
+      return {'badargs', 'budget ' .. i}
+    end
+    configs[i], budgets[i] = cfg, {cfg.iid, cfg.spec}
   end
-  cfg.overridden = view.spent + view.held + hold > cfg.cap
-  views[i] = view
-end
-
-local tokens = est_in + est_out
-local rviews = {}
-for i, rc in ipairs(rconfigs) do
-  local rview = rate_view(rc.iid, rc.raw)
-  local kind, retry_ms = rate_check(rview, tokens)
-  if kind then
-    local nb = split(rc.name, LS)
-    local c = rview.cfg
-    local value = c.maxc
-    if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
-    audit('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
-      'tags', tags, 'rid', rid, 'retry_after_ms', retry_ms, 'reason', kind})
-    rec_denied(rid, model, 'rate limit ' .. nb[1] .. ' (' .. kind .. ')')
-    return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
+  local rbase = 18 + n * 6
+  local m = arg_int(ARGV[rbase])
+  if not (m and m >= 0) then return {'badargs', 'rate count'} end
+  local rconfigs, rates = {}, {}
+  for i = 1, m do
+    local base = rbase + (i - 1) * 3
+    local rc = {iid = ARGV[base + 1], name = ARGV[base + 2], raw = ARGV[base + 3]}
+    if not (rc.iid and rc.name and rate_cfg(rc.raw)) then return {'badargs', 'rate ' .. i} end
+    rconfigs[i], rates[i] = rc, {rc.iid, rc.raw, nil}
   end
-  rviews[i] = rview
-end
 
-local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
-local iids, flags = {}, {}
-for i, cfg in ipairs(configs) do
-  local view = views[i]
-  local more = nil
-  if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name then
-    more = {cfg.iid .. '|c', cfg.cap, cfg.iid .. '|t', cfg.thresholds, cfg.iid .. '|n', cfg.name}
+  local pv = redis.call('HMGET', K_POLICY, 'v', 'due')
+  local version = pv[1] or '0'
+  if version ~= ARGV[6] then return {'stale', version} end
+
+  local existing = redis.call('HGET', K_HOLDS, rid)
+  if existing then
+    local rec = rec_decode(existing)
+    if not rec then return {'damaged'} end
+    local state = rec[R_STATE]
+    if state == 'H' then return {'dup', num(rec[R_HOLD]), num(rec[R_DEADLINE]), rec[R_MODEL], NOW_MS} end
+    if state ~= 'D' then return {'ended', state} end
+    -- denied before: decided afresh
   end
-  view.held = view.held + hold
-  budget_save(view, rid, model, false, more)
-  iids[i], flags[i] = cfg.iid, cfg.charge
-  local r = #reply
-  reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
-  reply[r + 4], reply[r + 5], reply[r + 6] = view.p, view.e, view.extra
-  if cfg.overridden then
-    local nb = split(cfg.name, LS)
-    audit('override.used', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
-      'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap),
-      'reason', 'over-base-cap'})
+
+  local due = int(pv[2]) or 0
+  if NOW_MS >= due then
+    local _
+    _, due = housekeeping(SWEEP_BATCH)
   end
-end
 
-local rids, rcfgs = {}, {}
-for i, rc in ipairs(rconfigs) do
-  rate_take(rviews[i], tokens)
-  rids[i], rcfgs[i] = rc.iid, rc.raw
-end
+  if denial ~= '' then
+    audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
+    rec_denied(rid, model, denial)
+    return {'denied', 'model', denial}
+  end
 
-local rec = {'H', hold, NOW_MS + lease_ms, NOW_MS, model, table.concat(iids, LS),
-  table.concat(flags), ARGV[13], tags, est_in, est_out, '', '', table.concat(rids, LS), tokens,
-  table.concat(rcfgs, LS)}
-W('HSET', K_HOLDS, rid, rec_encode(rec))
-W('ZADD', K_LEASES, NOW_MS + lease_ms, rid)
-if existing then W('ZREM', K_DONE, rid) end -- it replaces a denial record
-if string.find(ARGV[16], 'u', 1, true) then
-  audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
+  -- Compute everything before the first write: a denial changes no budget.
+  local bviews, rviews = load(budgets, rates)
+  for i, cfg in ipairs(configs) do
+    local view = bviews[i]
+    local cap = cfg.cap + view.extra
+    if view.spent + view.held + hold > cap then
+      local nb = split(cfg.name, LS)
+      audit('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
+        'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'held_usd', usd(view.held),
+        'cap_usd', usd(cap), 'reason', 'over-cap'})
+      rec_denied(rid, model, 'budget ' .. nb[1] .. (nb[2] and nb[2] ~= '' and (' for ' .. nb[2]) or ''))
+      return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
+    end
+    cfg.overridden = view.spent + view.held + hold > cfg.cap
+  end
+
+  local tokens = est_in + est_out
+  for i, rc in ipairs(rconfigs) do
+    local rview = rviews[i]
+    local kind, retry_ms = rate_check(rview, tokens)
+    if kind then
+      local nb = split(rc.name, LS)
+      local c = rview.cfg
+      local value = c.maxc
+      if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
+      audit('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
+        'tags', tags, 'rid', rid, 'retry_after_ms', retry_ms, 'reason', kind})
+      rec_denied(rid, model, 'rate limit ' .. nb[1] .. ' (' .. kind .. ')')
+      return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
+    end
+  end
+
+  local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
+  local iids, flags, more = {}, {}, {}
+  for i, cfg in ipairs(configs) do
+    local view = bviews[i]
+    if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name
+      or view.spec ~= view.stored_spec then
+      more[#more + 1] = cfg.iid .. '|c'
+      more[#more + 1] = table.concat({I(cfg.cap), cfg.thresholds, cfg.spec, cfg.name}, FS)
+      view.thresholds = cfg.thresholds
+      view.fresh = true -- the thresholds may have changed: find the next one again
+    end
+    view.held = view.held + hold
+    view.changed = true
+    if view.reset or view.fresh then view.next = next_threshold(view.thresholds, view.warned) end
+    iids[i], flags[i] = cfg.iid, cfg.charge
+    local r = #reply
+    reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
+    reply[r + 4], reply[r + 5], reply[r + 6] = view.p, view.e, view.extra
+    if cfg.overridden then
+      local nb = split(cfg.name, LS)
+      audit('override.used', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
+        'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap),
+        'reason', 'over-base-cap'})
+    end
+  end
+
+  local rids, rcfgs = {}, {}
+  for i, rc in ipairs(rconfigs) do
+    rate_take(rviews[i], tokens)
+    rids[i], rcfgs[i] = rc.iid, rc.raw
+  end
+  store(bviews, rviews, more)
+
+  local deadline = NOW_MS + lease_ms
+  -- The record (lib/state.lua R_*), in one format call.
+  local rec = string.format('H\31%d\31%d\31%d\31%s\31%s\31%s\31%s\31%s\31%d\31%d\31\31\31%s\31%d\31%s',
+    hold, deadline, NOW_MS, model, table.concat(iids, LS), table.concat(flags), ARGV[13], tags,
+    est_in, est_out, table.concat(rids, LS), tokens, table.concat(rcfgs, LS))
+  W('HSET', K_HOLDS, rid, rec)
+  W('ZADD', K_LEASES, deadline, rid)
+  if existing then W('ZREM', K_DONE, rid) end -- it replaces a denial record
+  -- Housekeeping must come by when this lease or a new period ends.
+  local soonest = deadline
+  for _, view in ipairs(bviews) do
+    if view.dirty and view.e ~= 0 and view.e * 1000 < soonest then soonest = view.e * 1000 end
+  end
+  if soonest < due then W('HSET', K_POLICY, 'due', soonest) end
+  if string.find(ARGV[16], 'u', 1, true) then
+    audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
+  end
+  return reply
 end
-return reply

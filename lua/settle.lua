@@ -23,121 +23,136 @@
 --     correction), A charged its estimate (the difference to this actual is booked once),
 --     U unknown id booked from ARGV[13..]
 
-if BAD_HEAD then return {'badargs', 'head'} end
-if not K_USAGE then return {'clock', NOW_S} end
+local function settle(keys, argv)
+  begin(keys, argv)
+  if BAD_HEAD then return {'badargs', 'head'} end
+  if not K_USAGE then return {'clock', NOW_S} end
 
-local rid, cost, estimate = ARGV[6], int(ARGV[7]), ARGV[12] == 'e'
--- A settle of the estimate ends in A: a real settle may still correct it, once.
-local final = estimate and 'A' or 'S'
-local t_in, t_out, t_cr, t_cw = int(ARGV[8]), int(ARGV[9]), int(ARGV[10]), int(ARGV[11])
-if not (rid and cost and cost >= 0 and t_in and t_in >= 0 and t_out and t_out >= 0
-  and t_cr and t_cr >= 0 and t_cw and t_cw >= 0 and (ARGV[12] == '' or ARGV[12] == 'e')
-  and ARGV[13]) then
-  return {'badargs', 'settle'}
-end
-local raw = redis.call('HGET', K_HOLDS, rid)
+  local rid, cost, estimate = ARGV[6], arg_int(ARGV[7]), ARGV[12] == 'e'
+  -- A settle of the estimate ends in A: a real settle may still correct it, once.
+  local final = estimate and 'A' or 'S'
+  local t_in, t_out, t_cr, t_cw = arg_int(ARGV[8]), arg_int(ARGV[9]), arg_int(ARGV[10]), arg_int(ARGV[11])
+  if not (rid and cost and cost >= 0 and t_in and t_in >= 0 and t_out and t_out >= 0
+    and t_cr and t_cr >= 0 and t_cw and t_cw >= 0 and (ARGV[12] == '' or ARGV[12] == 'e')
+    and ARGV[13]) then
+    return {'badargs', 'settle'}
+  end
+  local raw = redis.call('HGET', K_HOLDS, rid)
 
-if not raw then
-  if ARGV[13] == '' then return {'unknown'} end
-  local model, tags, dims, n = ARGV[13], ARGV[14], ARGV[15], int(ARGV[16])
-  if not (tags and dims and n and n >= 0) then return {'badargs', 'fallback'} end
-  local configs = {}
-  for i = 1, n do
-    local base = 16 + (i - 1) * 6
-    local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = int(ARGV[base + 3]),
-      thresholds = ARGV[base + 4], spec = ARGV[base + 5]}
-    if not (cfg.iid and cfg.name and cfg.cap and cfg.thresholds and spec_ok(cfg.spec)) then
-      return {'badargs', 'budget ' .. i}
+  if not raw then
+    if ARGV[13] == '' then return {'unknown'} end
+    local model, tags, dims, n = ARGV[13], ARGV[14], ARGV[15], arg_int(ARGV[16])
+    if not (tags and dims and n and n >= 0) then return {'badargs', 'fallback'} end
+    local configs = {}
+    for i = 1, n do
+      local base = 16 + (i - 1) * 6
+      local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = arg_int(ARGV[base + 3]),
+        thresholds = ARGV[base + 4], spec = ARGV[base + 5]}
+      if not (cfg.iid and cfg.name and cfg.cap and cfg.thresholds and spec_ok(cfg.spec)) then
+        return {'badargs', 'budget ' .. i}
+      end
+      configs[i] = cfg
     end
-    configs[i] = cfg
+    local budgets, iids, more = {}, {}, {}
+    for i, cfg in ipairs(configs) do budgets[i], iids[i] = {cfg.iid, cfg.spec}, cfg.iid end
+    local bviews = load(budgets, {})
+    for i, cfg in ipairs(configs) do
+      local view = bviews[i]
+      if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name
+        or view.spec ~= view.stored_spec then
+        more[#more + 1] = cfg.iid .. '|c'
+        more[#more + 1] = table.concat({I(cfg.cap), cfg.thresholds, cfg.spec, cfg.name}, FS)
+        view.cap, view.thresholds, view.name, view.fresh = cfg.cap, cfg.thresholds, cfg.name, true
+      end
+      budget_post(view, 0, cost, rid, model)
+    end
+    store(bviews, {}, more)
+    book_usage(split(dims, LS), cost, 1, t_in, t_out, t_cr, t_cw, 0)
+    local rec = {'S', 0, NOW_MS, NOW_MS, model, table.concat(iids, LS), '', dims, tags, '', '', cost,
+      NOW_MS, '', 0, ''}
+    W('HSET', K_HOLDS, rid, rec_encode(rec))
+    W('ZADD', K_DONE, NOW_MS, rid)
+    audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),
+      'budget', table.concat(iids, ','), 'reason', 'unknown-reservation'})
+    return {'settled', cost, 0, 1, 'U', 0}
   end
-  local iids = {}
-  for i, cfg in ipairs(configs) do
-    local view = budget_view(cfg.iid, cfg.spec)
-    view.cap, view.thresholds, view.name = cfg.cap, cfg.thresholds, cfg.name
-    view.spent = view.spent + cost
-    budget_save(view, rid, model, true,
-      {cfg.iid .. '|c', cfg.cap, cfg.iid .. '|t', cfg.thresholds, cfg.iid .. '|n', cfg.name})
-    iids[i] = cfg.iid
+
+  local rec = rec_decode(raw)
+  if not rec then return {'damaged'} end
+  local state, hold = rec[R_STATE], num(rec[R_HOLD])
+  if state == 'D' then return {'denied', rec[R_COST]} end
+  if state == 'S' or (state == 'A' and estimate) then
+    return {'settled', num(rec[R_COST]), hold, 0, state, 0}
   end
-  book_usage(split(dims, LS), cost, 1, t_in, t_out, t_cr, t_cw, 0)
-  local rec = {'S', 0, NOW_MS, NOW_MS, model, table.concat(iids, LS), '', dims, tags, '', '', cost,
-    NOW_MS, '', 0, ''}
-  W('HSET', K_HOLDS, rid, rec_encode(rec))
-  W('ZADD', K_DONE, NOW_MS, rid)
-  audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),
-    'budget', table.concat(iids, ','), 'reason', 'unknown-reservation'})
-  return {'settled', cost, 0, 1, 'U', 0}
-end
 
-local rec = rec_decode(raw)
-if not rec then return {'damaged'} end
-local state, hold = rec[R_STATE], num(rec[R_HOLD])
-if state == 'D' then return {'denied', rec[R_COST]} end
-if state == 'S' or (state == 'A' and estimate) then
-  return {'settled', num(rec[R_COST]), hold, 0, state, 0}
-end
+  local dims = split(rec[R_DIMS], LS)
+  local bviews, rviews = load_record(rec)
+  local rate_tokens = num(rec[R_RATE_TOKENS])
+  local model = rec[R_MODEL]
+  if state == 'H' then
+    for _, view in ipairs(bviews) do budget_post(view, hold, cost, rid, model) end
+    for _, view in ipairs(rviews) do
+      if view then rate_return(view, rate_tokens - (t_in + t_out), true) end
+    end
+    store(bviews, rviews)
+    book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
+    rec_finish(rid, rec, final, cost)
+    local over = 0
+    if cost > hold then
+      over = 1
+      audit('settle.over_estimate', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
+        'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
+        'reason', 'actual-above-hold'})
+    end
+    return {'settled', cost, hold, 1, 'H', over}
+  end
 
-local iids = split(rec[R_IIDS], LS)
-local dims = split(rec[R_DIMS], LS)
-local rates = rec_rates(rec)
-local rate_tokens = num(rec[R_RATE_TOKENS])
-if state == 'H' then
-  for _, iid in ipairs(iids) do budget_post(iid, hold, cost, rid, rec[R_MODEL]) end
-  book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
-  for _, r in ipairs(rates) do rate_return(r[1], rate_tokens - (t_in + t_out), true, r[2]) end
+  if state == 'A' then
+    -- The estimate was booked everywhere (budgets, attribution, buckets): book the difference.
+    local booked, est_in, est_out = num(rec[R_COST]), num(rec[R_EST_IN]), num(rec[R_EST_OUT])
+    for _, view in ipairs(bviews) do budget_post(view, 0, cost - booked, rid, model) end
+    for _, view in ipairs(rviews) do
+      if view then rate_return(view, est_in + est_out - (t_in + t_out), false) end
+    end
+    store(bviews, rviews)
+    book_usage(dims, cost - booked, 0, t_in - est_in, t_out - est_out, t_cr, t_cw, 0)
+    rec_finish(rid, rec, 'S', cost)
+    audit('settle.late', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
+      'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - booked),
+      'reason', 'after-estimate-charged'})
+    local over = 0
+    if cost > hold then
+      over = 1
+      audit('settle.over_estimate', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
+        'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
+        'reason', 'actual-above-hold'})
+    end
+    return {'settled', cost, hold, 1, 'A', over}
+  end
+
+  -- A late settle (after a release or an expiry): book what the budgets have not yet booked.
+  local charged_before = 0
+  if state == 'X' then charged_before = hold end
+  for i, view in ipairs(bviews) do
+    local booked = 0
+    if state == 'X' and string.sub(rec[R_CHARGE], i, i) == '1' then booked = hold end
+    budget_post(view, 0, cost - booked, rid, model)
+  end
+  -- A release gave every token back; an expiry kept the charged ones. Correct to the actual.
+  local given_back = 0
+  if state == 'R' then given_back = rate_tokens end
+  for _, view in ipairs(rviews) do
+    if view then rate_return(view, rate_tokens - given_back - (t_in + t_out), false) end
+  end
+  store(bviews, rviews)
+  -- The expiry already counted the request in attribution; a correction adds no request.
+  local requests = 1
+  if state == 'X' then requests = 0 end
+  book_usage(dims, cost - charged_before, requests, t_in, t_out, t_cr, t_cw, 0)
   rec_finish(rid, rec, final, cost)
-  local over = 0
-  if cost > hold then
-    over = 1
-    audit('settle.over_estimate', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
-      'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
-      'reason', 'actual-above-hold'})
-  end
-  return {'settled', cost, hold, 1, 'H', over}
+  audit('settle.late', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
+    'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - charged_before),
+    'reason', state == 'R' and 'after-release' or (state == 'X' and 'after-expiry-charged'
+      or 'after-expiry-released')})
+  return {'settled', cost, hold, 1, state, 0}
 end
-
-if state == 'A' then
-  -- The estimate was booked everywhere (budgets, attribution, buckets): book the difference.
-  local booked, est_in, est_out = num(rec[R_COST]), num(rec[R_EST_IN]), num(rec[R_EST_OUT])
-  for _, iid in ipairs(iids) do budget_post(iid, 0, cost - booked, rid, rec[R_MODEL]) end
-  book_usage(dims, cost - booked, 0, t_in - est_in, t_out - est_out, t_cr, t_cw, 0)
-  for _, r in ipairs(rates) do rate_return(r[1], est_in + est_out - (t_in + t_out), false, r[2]) end
-  rec_finish(rid, rec, 'S', cost)
-  audit('settle.late', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
-    'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - booked),
-    'reason', 'after-estimate-charged'})
-  local over = 0
-  if cost > hold then
-    over = 1
-    audit('settle.over_estimate', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
-      'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
-      'reason', 'actual-above-hold'})
-  end
-  return {'settled', cost, hold, 1, 'A', over}
-end
-
--- A late settle (after a release or an expiry): book what the budgets have not yet booked.
-local charged_before = 0
-if state == 'X' then charged_before = hold end
-for i, iid in ipairs(iids) do
-  local booked = 0
-  if state == 'X' and string.sub(rec[R_CHARGE], i, i) == '1' then booked = hold end
-  budget_post(iid, 0, cost - booked, rid, rec[R_MODEL])
-end
--- The expiry already counted the request in attribution; a correction adds no request.
-local requests = 1
-if state == 'X' then requests = 0 end
-book_usage(dims, cost - charged_before, requests, t_in, t_out, t_cr, t_cw, 0)
--- A release gave every token back; an expiry kept the charged ones. Correct to the actual.
-local given_back = 0
-if state == 'R' then given_back = rate_tokens end
-for _, r in ipairs(rates) do
-  rate_return(r[1], rate_tokens - given_back - (t_in + t_out), false, r[2])
-end
-rec_finish(rid, rec, final, cost)
-audit('settle.late', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
-  'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - charged_before),
-  'reason', state == 'R' and 'after-release' or (state == 'X' and 'after-expiry-charged'
-    or 'after-expiry-released')})
-return {'settled', cost, hold, 1, state, 0}

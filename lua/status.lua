@@ -7,32 +7,35 @@
 --            are reported (a removed budget's stored spend stays until its period ends, so
 --            adding it back within the period does not reset it).
 -- Overdue holds are swept first (one batch), so what it reports is current.
--- Every budget instance with a label (|n): reserved at least once, or given an override.
+-- Every budget instance with a config (|c): reserved at least once, or given an override.
 -- Reply: {"status", now s, live holds, then per instance 8 values:
 --         instance id, "budget\30split", cap (nUSD, override included), spent, held,
 --         period start s, period end s (0 = never), override extra (nUSD)}
 
-if BAD_HEAD then return {'badargs', 'head'} end
-if not K_USAGE then return {'clock', NOW_S} end
-if not ARGV[6] then return {'badargs', 'status'} end
-local current = {}
-for _, id in ipairs(split(ARGV[6], LS)) do current[id] = true end
-housekeeping(SWEEP_BATCH)
-local reply = {'status', NOW_S, redis.call('ZCARD', K_LEASES)}
-local fields = redis.call('HKEYS', K_BUDGETS)
-table.sort(fields)
-for _, field in ipairs(fields) do
-  local iid = string.match(field, '^(.*)|n$')
-  local view = nil
-  if iid and string.sub(iid, 1, 2) ~= 'r:' then -- "r:" instances are rate limits
-    view = budget_view(iid, nil)
-    if not current[split(view.name, LS)[1] or ''] then view = nil end
+local function status(keys, argv)
+  begin(keys, argv)
+  if BAD_HEAD then return {'badargs', 'head'} end
+  if not K_USAGE then return {'clock', NOW_S} end
+  if not ARGV[6] then return {'badargs', 'status'} end
+  local current = {}
+  for _, id in ipairs(split(ARGV[6], LS)) do current[id] = true end
+  housekeeping(SWEEP_BATCH)
+  local reply = {'status', NOW_S, redis.call('ZCARD', K_LEASES)}
+  local fields = redis.call('HKEYS', K_BUDGETS)
+  table.sort(fields)
+  local budgets = {}
+  for _, field in ipairs(fields) do
+    local iid = string.match(field, '^(.*)|c$')
+    if iid and string.sub(iid, 1, 2) ~= 'r:' then budgets[#budgets + 1] = {iid, nil} end
   end
-  if view then
-    local r = #reply
-    reply[r + 1], reply[r + 2], reply[r + 3] = iid, view.name, view.cap + view.extra
-    reply[r + 4], reply[r + 5], reply[r + 6] = view.spent, view.held, view.p or 0
-    reply[r + 7], reply[r + 8] = view.e or 0, view.extra
+  local bviews = load(budgets, {})
+  for _, view in ipairs(bviews) do
+    if current[split(view.name, LS)[1] or ''] then
+      local r = #reply
+      reply[r + 1], reply[r + 2], reply[r + 3] = view.iid, view.name, view.cap + view.extra
+      reply[r + 4], reply[r + 5], reply[r + 6] = view.spent, view.held, view.p or 0
+      reply[r + 7], reply[r + 8] = view.e or 0, view.extra
+    end
   end
+  return reply
 end
-return reply

@@ -5,7 +5,10 @@
 -- ARGV[1..5]: the common head (ARGV[5] is the batch for this call).
 -- Reply: {"swept", holds expired, holds still overdue after this batch}
 
-if BAD_HEAD then return {'badargs', 'head'} end
-if not K_USAGE then return {'clock', NOW_S} end
-local expired = housekeeping(SWEEP_BATCH)
-return {'swept', expired, redis.call('ZCOUNT', K_LEASES, '-inf', NOW_MS)}
+local function sweep(keys, argv)
+  begin(keys, argv)
+  if BAD_HEAD then return {'badargs', 'head'} end
+  if not K_USAGE then return {'clock', NOW_S} end
+  local expired = housekeeping(SWEEP_BATCH)
+  return {'swept', expired, redis.call('ZCOUNT', K_LEASES, '-inf', NOW_MS)}
+end

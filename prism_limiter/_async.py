@@ -26,6 +26,7 @@ from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import AsyncReservation, AsyncReserveCall
+from prism_limiter._scripts import AsyncScripts
 from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
@@ -33,6 +34,8 @@ T = TypeVar("T")
 
 class AsyncLimiter(BaseLimiter):
     """The asyncio twin of :class:`Limiter`; takes ``redis.asyncio`` clients."""
+
+    _script_runner = AsyncScripts
 
     @classmethod
     def from_url(
@@ -62,7 +65,7 @@ class AsyncLimiter(BaseLimiter):
     async def _io(self, request: Request) -> Any:
         try:
             if isinstance(request, Script):
-                return await self._scripts[request.name](keys=request.keys, args=request.args)
+                return await self._scripts(request.name, request.keys, request.args)
             return await self._client.execute_command(*request.args)
         except redis.RedisError as exc:
             raise map_error(exc) from exc

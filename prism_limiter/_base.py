@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_limiter import _scripts, _usage, _validate
+from prism_limiter import _usage, _validate
 from prism_limiter._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
 from prism_limiter._log import logger
 from prism_limiter._pricing import TokenUsage
@@ -24,6 +24,8 @@ DEFAULT_MAX_CONNECTIONS = 64
 
 class BaseLimiter:
     """Holds the client, its bound scripts and the core; subclasses add the I/O."""
+
+    _script_runner: Any  # _scripts.Scripts or _scripts.AsyncScripts
 
     def __init__(
         self,
@@ -54,7 +56,7 @@ class BaseLimiter:
         _validate.seconds("breaker_cooldown_s", breaker_cooldown_s, maximum=3600)
         self._client = client
         _warn_without_timeout(client)
-        self._scripts = _scripts.register(client)
+        self._scripts = self._script_runner(client)
         self._core = LimiterCore(
             Settings(
                 namespace=namespace,

@@ -36,7 +36,7 @@ from prism_limiter._replies import (
     record_model,
     settlement,
 )
-from prism_limiter._report import build_report, usage_days, utc_day
+from prism_limiter._report import add_usage_row, build_report, usage_days, utc_day
 from prism_limiter._rules import BudgetMatch, ProjectRules
 from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimiterError
 
@@ -568,7 +568,5 @@ class LimiterCore:
                 flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
             )
             for fld, value in items:
-                dim, _, metric = text(fld).rpartition("|")
-                row = sums.setdefault(dim, {})
-                row[metric] = row.get(metric, 0) + as_int(value)
+                add_usage_row(sums, text(fld), text(value))
         return build_report(project, tuple(days), sums)

@@ -23,6 +23,7 @@ from prism_limiter._pricing import TokenUsage
 from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import Reservation
+from prism_limiter._scripts import Scripts
 from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
@@ -37,6 +38,8 @@ class Limiter(BaseLimiter):
         failure_mode: ``"closed"`` (default) raises ``BackendUnavailable`` when Redis cannot
             answer; ``"open"`` allows the request unchecked and logs ``prism.backend.degraded``.
     """
+
+    _script_runner = Scripts
 
     @classmethod
     def from_url(
@@ -65,7 +68,7 @@ class Limiter(BaseLimiter):
     def _io(self, request: Request) -> Any:
         try:
             if isinstance(request, Script):
-                return self._scripts[request.name](keys=request.keys, args=request.args)
+                return self._scripts(request.name, request.keys, request.args)
             return self._client.execute_command(*request.args)
         except redis.RedisError as exc:
             raise map_error(exc) from exc

@@ -9,6 +9,23 @@ from prism_limiter._money import nano_to_usd
 from prism_limiter._records import UNTAGGED, UsageReport, UsageRow
 from prism_limiter.errors import InvalidRequest
 
+# A row of a usage-day hash: "usd:requests:input:output:cache read:cache write:expired".
+METRICS = ("usd", "req", "in", "out", "cr", "cw", "exp")
+
+
+def add_usage_row(sums: dict[str, dict[str, int]], dim: str, packed: str) -> None:
+    """Add one stored row to ``sums`` (a damaged row, which the scripts would restart, counts 0)."""
+    parts = packed.split(":")
+    if len(parts) != len(METRICS):
+        return
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        return
+    row = sums.setdefault(dim, {})
+    for metric, value in zip(METRICS, values, strict=True):
+        row[metric] = row.get(metric, 0) + value
+
 
 def _row(counters: dict[str, int]) -> UsageRow:
     g = counters.get

@@ -18,12 +18,30 @@ def budget_fields(client: Any, project: str, ns: str = "prism") -> dict[str, str
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+def budget_state(client: Any, project: str, iid: str, ns: str = "prism") -> dict[str, int]:
+    """One budget instance's stored amounts: spent, held (nUSD), start, end (s)."""
+    raw = client.hget(f"{ns}:{{{project}}}:budgets", iid)
+    if raw is None:
+        return {"spent": 0, "held": 0, "start": 0, "end": 0}
+    spent, held, start, end, _warned, _next = raw.decode().split(":")
+    return {"spent": int(spent), "held": int(held), "start": int(start), "end": int(end)}
+
+
+def rate_state(client: Any, project: str, iid: str, ns: str = "prism") -> dict[str, int]:
+    """One rate-limit instance ("r:<id>..."): request and token levels (x60000), live holds."""
+    raw = client.hget(f"{ns}:{{{project}}}:budgets", iid)
+    if raw is None:
+        return {"requests": 0, "tokens": 0, "holds": 0}
+    rl, tl, _ts, n = raw.decode().split(":")
+    return {"requests": int(rl), "tokens": int(tl), "holds": int(n)}
+
+
 def held_nano(client: Any, project: str, iid: str) -> int:
-    return int(budget_fields(client, project).get(f"{iid}|h", 0))
+    return budget_state(client, project, iid)["held"]
 
 
 def spent_nano(client: Any, project: str, iid: str) -> int:
-    return int(budget_fields(client, project).get(f"{iid}|s", 0))
+    return budget_state(client, project, iid)["spent"]
 
 
 def keyspace(client: Any) -> dict[bytes, Any]:

@@ -1,4 +1,4 @@
--- lib/common.lua: prelude shared by every project script (prepended by prism_limiter._scripts).
+-- lib/common.lua: helpers shared by every project script (assembled by prism_limiter._scripts).
 --
 -- KEYS (the same ten, in this order, for every project script; all share the {project} hash tag)
 --   KEYS[1]  policy   hash: v (version), doc, actor, ts_ms, tz:<zone> (UTC offset transitions)
@@ -34,24 +34,27 @@ local function int(v)
   return tonumber(v)
 end
 
+-- An argument the client built: any integral number below 2^53 (cheaper than int()).
+local function arg_int(v)
+  local n = tonumber(v)
+  if n and n == n and n == math.floor(n) and n > -9007199254740992 and n < 9007199254740992 then
+    return n
+  end
+  return nil
+end
+
 local function num(v)
   return int(v) or 0
 end
 
-local K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_LEASES, K_DONE, K_AUDIT = KEYS[5], KEYS[6], KEYS[7]
-local PROJECT = ARGV[1]
-local AUDIT_MAXLEN = int(ARGV[2])
-local USAGE_TTL_S = int(ARGV[3])
-local RETENTION_MS = int(ARGV[4])
-local SWEEP_BATCH = int(ARGV[5])
--- A script refuses a malformed head (reply {"badargs", ...}) before it reads or writes.
-local BAD_HEAD = not (AUDIT_MAXLEN and USAGE_TTL_S and RETENTION_MS and SWEEP_BATCH)
+-- Per-call context, set by begin() (lib/state.lua) at the start of every script. These are
+-- upvalues of the library, not globals: loaded as a Redis Function library the helpers below
+-- are defined once, and every call sets the context before it reads any of it.
+local KEYS, ARGV
+local K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS, K_LEASES, K_DONE, K_AUDIT, K_USAGE
+local PROJECT, AUDIT_MAXLEN, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH, BAD_HEAD
+local NOW_S, NOW_MS
 local FS, LS = '\31', '\30'
-
-local _t = redis.call('TIME')
-local NOW_S = tonumber(_t[1])
-local NOW_MS = NOW_S * 1000 + math.floor(tonumber(_t[2]) / 1000)
 
 local function split(s, sep)
   local out = {}

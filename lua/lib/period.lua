@@ -31,7 +31,7 @@ local function civil_from_days(z)
   return y, m, d
 end
 
-local TZ_CACHE = {}
+local TZ_CACHE = {} -- per call: begin() empties it (a policy change may bring new offsets)
 local function tz_table(zone)
   if zone == 'UTC' then return nil end
   local tbl = TZ_CACHE[zone]

@@ -1,23 +1,33 @@
 -- lib/rate.lua: token buckets (requests and tokens per minute) and concurrency slots.
 --
--- State lives in the budgets hash (KEYS[2]) under instance ids starting "r:", so that an expiring
--- hold, swept by any script, can free its slot without keys the caller did not declare:
---   <iid>|rl  request bucket level   <iid>|tl  token bucket level   <iid>|ts  last refill (ms)
---   <iid>|n   live holds (counted with or without max_concurrent)
---   <iid>|cfg "rpm,tpm,max_concurrent,burst_milli"
+-- State lives in the budgets hash (KEYS[2]), so that an expiring hold, swept by any script, can
+-- free its slot without keys the caller did not declare. Per instance "r:<id>[=<value>]":
+--   r:<iid>      "<request level>:<token level>:<last refill ms>:<live holds>"
+--   r:<iid>|cfg  "rpm,tpm,max_concurrent,burst_milli"
 -- Levels are scaled by 60000 (units x ms per minute), so a rate of r per minute refills exactly
 -- r per millisecond: integers only. A bucket holds rate x burst minutes; refill is continuous.
 -- An overrun settled later leaves the token bucket negative (debt), at most one bucket deep.
--- The instance is listed in KEYS[3] (bidx) as "r|<iid>", scored (s) when it will be full again,
--- so housekeeping drops idle instances.
+-- Every live hold counts in <live holds>, with or without max_concurrent, so an instance a hold
+-- names is never dropped. The instance is listed in KEYS[3] (bidx) as "r|<iid>" when created;
+-- housekeeping looks at it hourly and drops it once idle (no live hold, both buckets full).
 
 local SCALE = 60000
+local RATE_HOT = '^(%-?%d+):(%-?%d+):(%d+):(%d+)$'
+local RATE_IDLE_CHECK_S = 3600
 
--- A config string, or nil when it is missing or damaged.
+-- A config string parsed (kept across calls, like budget configs), or nil when it is missing
+-- or damaged. The table is shared: never changed.
+local RATE_CACHE, RATE_CACHED = {}, 0
 local function rate_cfg(raw)
-  local rpm, tpm, maxc, burst = string.match(raw or '', '^(%d+),(%d+),(%d+),(%d+)$')
-  if not rpm then return nil end
-  return {rpm = tonumber(rpm), tpm = tonumber(tpm), maxc = tonumber(maxc), burst = tonumber(burst)}
+  if not raw then return nil end
+  local cfg = RATE_CACHE[raw]
+  if cfg then return cfg end
+  local rpm, tpm, maxc, burst = string.match(raw, '^(%d+),(%d+),(%d+),(%d+)$')
+  if not rpm or #raw > 64 then return nil end
+  cfg = {rpm = tonumber(rpm), tpm = tonumber(tpm), maxc = tonumber(maxc), burst = tonumber(burst)}
+  if RATE_CACHED >= 4096 then RATE_CACHE, RATE_CACHED = {}, 0 end
+  RATE_CACHE[raw], RATE_CACHED = cfg, RATE_CACHED + 1
+  return cfg
 end
 
 local function capacity(rate, burst_milli)
@@ -31,20 +41,23 @@ local function refill(level, rate, cap, elapsed)
   return l
 end
 
--- The instance's buckets refilled to now, in memory. cfg_raw: the caller's config, or nil to use
--- the stored one. nil when neither is a readable config (the instance is gone).
-local function rate_view(iid, cfg_raw)
-  local v = redis.call('HMGET', K_BUDGETS, iid .. '|rl', iid .. '|tl', iid .. '|ts', iid .. '|n',
-    iid .. '|cfg')
-  cfg_raw = cfg_raw or v[5]
-  local cfg = rate_cfg(cfg_raw)
+-- The instance's buckets refilled to now, from its stored hot field and config. cfg_raw: the
+-- caller's config (wins), else the stored one, else `fallback` (the config a hold was reserved
+-- under). nil when none is readable: the instance is gone and there is nothing to correct.
+local function rate_view(iid, cfg_raw, hot, stored_cfg, fallback)
+  local raw = cfg_raw or (rate_cfg(stored_cfg) and stored_cfg) or fallback
+  local cfg = rate_cfg(raw)
   if not cfg then return nil end
+  local rl, tl, ts, n
+  if hot and #hot <= 64 then rl, tl, ts, n = string.match(hot, RATE_HOT) end
+  if rl and (#rl > 17 or #tl > 17 or #ts > 16 or #n > 12) then rl, tl, ts, n = nil, nil, nil, nil end
   local elapsed = 0
-  if int(v[3]) then elapsed = math.max(0, NOW_MS - int(v[3])) end
-  local view = {iid = iid, cfg = cfg, cfg_raw = cfg_raw, n = math.max(0, num(v[4])),
+  if ts then elapsed = math.max(0, NOW_MS - tonumber(ts)) end
+  local view = {iid = iid, cfg = cfg, cfg_raw = raw, cfg_changed = raw ~= stored_cfg,
+    fresh = rl == nil, n = tonumber(n) or 0, changed = false,
     cap_r = capacity(cfg.rpm, cfg.burst), cap_t = capacity(cfg.tpm, cfg.burst)}
-  view.rl = refill(int(v[1]), cfg.rpm, view.cap_r, elapsed)
-  view.tl = refill(int(v[2]), cfg.tpm, view.cap_t, elapsed)
+  view.rl = refill(tonumber(rl), cfg.rpm, view.cap_r, elapsed)
+  view.tl = refill(tonumber(tl), cfg.tpm, view.cap_t, elapsed)
   return view
 end
 
@@ -63,44 +76,40 @@ local function rate_check(view, tokens)
   return nil
 end
 
-local function rate_write(view)
-  local iid = view.iid
-  W('HSET', K_BUDGETS, iid .. '|rl', view.rl, iid .. '|tl', view.tl, iid .. '|ts', NOW_MS,
-    iid .. '|n', view.n, iid .. '|cfg', view.cfg_raw)
-  -- When both buckets are full again (and no hold is live) the instance carries no state.
-  local full_ms = 0
-  if view.cfg.rpm > 0 then full_ms = math.max(full_ms, (view.cap_r - view.rl) / view.cfg.rpm) end
-  if view.cfg.tpm > 0 then full_ms = math.max(full_ms, (view.cap_t - view.tl) / view.cfg.tpm) end
-  W('ZADD', K_BIDX, math.ceil((NOW_MS + full_ms) / 1000) + 1, 'r|' .. iid)
-end
-
--- Take one request and `tokens` from the buckets. Every live hold is counted in |n, with or
--- without max_concurrent, so housekeeping never drops an instance a hold still names.
+-- Take one request, `tokens` and a live-hold slot.
 local function rate_take(view, tokens)
   if view.cfg.rpm > 0 then view.rl = view.rl - SCALE end
   if view.cfg.tpm > 0 then view.tl = view.tl - tokens * SCALE end
   view.n = view.n + 1
-  rate_write(view)
+  view.changed = true
 end
 
 -- After a hold ends: give back `refund` tokens (negative: take more, down to one bucket of debt)
--- and, when free_slot, its slot. An instance dropped since (idle after a release) is rebuilt
--- from the config the hold was reserved under; without one there is nothing to correct.
-local function rate_return(iid, refund, free_slot, rec_cfg)
-  local view = rate_view(iid, nil) or (rate_cfg(rec_cfg) and rate_view(iid, rec_cfg))
-  if not view then return end
+-- and, when free_slot, its slot.
+local function rate_return(view, refund, free_slot)
   if view.cfg.tpm > 0 and refund ~= 0 then
     view.tl = math.max(-view.cap_t, math.min(view.cap_t, view.tl + refund * SCALE))
   end
   if free_slot and view.n > 0 then view.n = view.n - 1 end
-  rate_write(view)
+  view.changed = true
 end
 
+-- The field/value pairs that store a changed view, and whether it needs indexing (new).
+local function rate_fields(view, out)
+  local iid = view.iid
+  out[#out + 1] = iid
+  out[#out + 1] = string.format('%d:%d:%d:%d', view.rl, view.tl, NOW_MS, view.n)
+  if view.cfg_changed then
+    out[#out + 1], out[#out + 2] = iid .. '|cfg', view.cfg_raw
+  end
+  return view.fresh
+end
+
+-- Housekeeping: drop an idle instance (no live hold, both buckets full), or look again later.
 local function rate_drop_if_idle(iid)
-  local v = redis.call('HMGET', K_BUDGETS, iid .. '|n')
-  if num(v[1]) > 0 then return false end
-  local view = rate_view(iid, nil)
-  if view and (view.rl < view.cap_r or view.tl < view.cap_t) then return false end
-  W('HDEL', K_BUDGETS, iid .. '|rl', iid .. '|tl', iid .. '|ts', iid .. '|n', iid .. '|cfg')
+  local v = redis.call('HMGET', K_BUDGETS, iid, iid .. '|cfg')
+  local view = rate_view(iid, nil, v[1], v[2], nil)
+  if view and (view.n > 0 or view.rl < view.cap_r or view.tl < view.cap_t) then return false end
+  W('HDEL', K_BUDGETS, iid, iid .. '|cfg')
   return true
 end

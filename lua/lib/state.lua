@@ -1,15 +1,16 @@
 -- lib/state.lua: budget instances, attribution, hold records and bounded housekeeping.
 --
--- Every stored value is read through int()/num() and every write goes through W(), so damaged
--- fields read as absent and no write can be refused half-way through a script.
-
-local K_USAGE = nil
-do
-  local day = utc_day(NOW_S)
-  for i = 8, 10 do
-    if string.sub(KEYS[i], -8) == day then K_USAGE = KEYS[i] end
-  end
-end
+-- Stored values are parsed with strict patterns (a damaged value reads as absent) and every
+-- write goes through W(), so no write can be refused half-way through a script. A script
+-- reads every instance it touches in one HMGET and writes them back in one HSET.
+--
+-- Budget instance <iid> (budget id, or "<id>=<escaped split value>") in the budgets hash:
+--   <iid>    "spent:held:start:end:warned:next" spent and held (nUSD), period start and end
+--            (s, 0 = never ends), fired thresholds ("011": the 2nd and 3rd), the lowest
+--            threshold not fired yet (nUSD, -1 = none: settle looks closer only past it)
+--   <iid>|c  "cap\31thresholds\31period spec\31budget\30split value" (thresholds
+--            "nUSD:fraction,...", ascending)
+--   <iid>|o  "extra nUSD:until ms" an override
 
 -- Hold record fields (one string in the holds hash, fields joined by \31).
 local R_STATE, R_HOLD, R_DEADLINE, R_CREATED, R_MODEL, R_IIDS, R_CHARGE = 1, 2, 3, 4, 5, 6, 7
@@ -22,7 +23,9 @@ local R_COUNT = 16
 -- D denied (kept DENIAL_KEEP_MS so a settle or release of a denied id is refused; R_COST then
 -- holds why it was denied).
 local STATES = {H = true, S = true, A = true, R = true, X = true, E = true, D = true}
-local DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
+local DENIAL_KEEP_MS -- min(record retention, an hour), set by begin()
+local HOT = '^(%d+):(%d+):(%d+):(%d+):([01]*):(%-?%d+)$'
+local USAGE_ROW = '^(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d+)$'
 
 local function optional_int(v)
   return v == '' or int(v) ~= nil
@@ -33,8 +36,9 @@ local function rec_decode(raw)
   if type(raw) ~= 'string' then return nil end
   local rec = split(raw, FS)
   for i = #rec + 1, R_COUNT do rec[i] = '' end
-  if not STATES[rec[R_STATE]] or not int(rec[R_HOLD]) or num(rec[R_HOLD]) < 0
-    or not int(rec[R_DEADLINE]) or not string.match(rec[R_CHARGE], '^[01]*$')
+  local hold = int(rec[R_HOLD])
+  if not STATES[rec[R_STATE]] or not hold or hold < 0 or not int(rec[R_DEADLINE])
+    or not string.match(rec[R_CHARGE], '^[01]*$')
     or not (rec[R_STATE] == 'D' or optional_int(rec[R_COST]))
     or not optional_int(rec[R_RATE_TOKENS]) then
     return nil
@@ -53,8 +57,8 @@ local function rec_encode(rec)
 end
 
 local function rec_finish(rid, rec, state, cost)
-  rec[R_STATE], rec[R_COST], rec[R_FINISHED] = state, cost, NOW_MS
-  W('HSET', K_HOLDS, rid, rec_encode(rec))
+  rec[R_STATE], rec[R_COST], rec[R_FINISHED] = state, I(cost), I(NOW_MS)
+  W('HSET', K_HOLDS, rid, table.concat(rec, FS, 1, R_COUNT))
   W('ZREM', K_LEASES, rid)
   W('ZADD', K_DONE, NOW_MS, rid)
 end
@@ -67,120 +71,173 @@ local function rec_denied(rid, model, why)
   W('ZADD', K_DONE, NOW_MS - RETENTION_MS + DENIAL_KEEP_MS, rid)
 end
 
--- One budget instance as stored, with its period brought up to the server clock in memory.
--- spec: the period spec the caller's policy has for it, or nil to keep the stored one. A view
--- without a spec (an instance nothing was ever reserved on, or removed) is not written.
-local function budget_view(iid, spec)
-  local v = redis.call('HMGET', K_BUDGETS, iid .. '|s', iid .. '|h', iid .. '|p', iid .. '|e',
-    iid .. '|k', iid .. '|w', iid .. '|c', iid .. '|t', iid .. '|n', iid .. '|o', iid .. '|ou')
-  local stored_spec = spec_ok(v[5]) and v[5] or nil
-  local view = {
-    iid = iid, spent = math.max(0, num(v[1])), held = math.max(0, num(v[2])), p = int(v[3]),
-    e = int(v[4]), stored_spec = stored_spec, warned = v[6] or '', cap = num(v[7]),
-    thresholds = v[8] or '', name = v[9] or iid, extra = 0, reset = false, dirty = false,
-  }
-  if num(v[11]) > NOW_MS then view.extra = math.max(0, num(v[10])) end
-  view.spec = spec or stored_spec
+-- The lowest threshold not fired yet (nUSD), or -1.
+local function next_threshold(thresholds, warned)
+  local i = 0
+  for at in string.gmatch(thresholds, '(%d+):[^,]*') do
+    i = i + 1
+    if string.sub(warned, i, i) ~= '1' then return tonumber(at) end
+  end
+  return -1
+end
+
+-- A budget instance's stored config, parsed: {cap, thresholds, label, spec or nil}. Configs
+-- rarely change, so parses are kept across calls (a Function library keeps its upvalues; the
+-- cache is emptied when it grows past a bound).
+local COLD_CACHE, COLD_CACHED = {}, 0
+local function cold_config(cold)
+  local c = COLD_CACHE[cold]
+  if c then return c end
+  local parts = split(cold, FS)
+  c = {int(parts[1]) or 0, parts[2] or '', parts[4], spec_ok(parts[3]) and parts[3] or nil}
+  if COLD_CACHED >= 4096 then COLD_CACHE, COLD_CACHED = {}, 0 end
+  COLD_CACHE[cold], COLD_CACHED = c, COLD_CACHED + 1
+  return c
+end
+
+-- One budget instance from its stored fields, with its period brought up to the server clock
+-- in memory. spec: the period spec the caller's policy has for it, or nil to keep the stored
+-- one. A view without a spec (nothing was ever reserved on it) is never written.
+local function budget_view(iid, spec, hot, cold, ovr)
+  local view = {iid = iid, spent = 0, held = 0, warned = '', next = -1, extra = 0, cap = 0,
+    thresholds = '', name = iid, reset = false, dirty = false, fresh = true, changed = false}
+  local s, h, p, e, w, nx
+  if hot and #hot <= 96 then s, h, p, e, w, nx = string.match(hot, HOT) end
+  if s and #s <= 16 and #h <= 16 and #p <= 12 and #e <= 12 and #nx <= 17 then
+    view.spent, view.held, view.p, view.e = tonumber(s), tonumber(h), tonumber(p), tonumber(e)
+    view.warned, view.next, view.fresh = w, tonumber(nx), false
+  end
+  if cold then
+    local c = cold_config(cold)
+    view.cap, view.thresholds, view.name, view.stored_spec = c[1], c[2], c[3] or iid, c[4]
+  end
+  if ovr then
+    local x, u = string.match(ovr, '^(%d+):(%d+)$')
+    if x and #x <= 16 and tonumber(u) > NOW_MS then view.extra = tonumber(x) end
+  end
+  view.spec = spec or view.stored_spec
   if not view.spec then return view end
-  local current = view.spec == stored_spec and view.p ~= nil and view.e ~= nil
+  local current = view.spec == view.stored_spec and view.p ~= nil
     and NOW_S >= view.p and (view.e == 0 or NOW_S < view.e)
   if current then return view end
-  local s, e = period_bounds(view.spec, NOW_S)
-  if view.p ~= nil and view.spec == stored_spec then
-    if s < view.p then return view end -- the clock went back: never reopen a closed period
-    if s > view.p then view.reset = true; view.spent = 0; view.warned = '' end
+  local ps, pe = period_bounds(view.spec, NOW_S)
+  if view.p ~= nil and view.spec == view.stored_spec then
+    if ps < view.p then return view end -- the clock went back: never reopen a closed period
+    if ps > view.p then view.reset = true; view.spent = 0; view.warned = '' end
   end
-  view.p, view.e, view.dirty = s, e, true
+  view.p, view.e, view.dirty = ps, pe, true
   return view
 end
 
--- The thresholds booked spend has newly reached: the new flags and the audit entries to add.
-local function budget_warnings(view, rid, model)
-  if view.thresholds == '' then return nil, nil end
-  local warned, entries = view.warned, {}
+-- Load budget instances ({iid, spec or nil}) and rate instances ({iid, config or nil, the
+-- config a hold was reserved under or nil}) in one HMGET. Rate views are nil when gone.
+local function load(budgets, rates)
+  local fields = {}
+  for _, b in ipairs(budgets) do
+    fields[#fields + 1], fields[#fields + 2], fields[#fields + 3] = b[1], b[1] .. '|c', b[1] .. '|o'
+  end
+  for _, r in ipairs(rates) do
+    fields[#fields + 1], fields[#fields + 2] = r[1], r[1] .. '|cfg'
+  end
+  local bviews, rviews = {}, {}
+  if #fields == 0 then return bviews, rviews end
+  local v = redis.call('HMGET', K_BUDGETS, unpack(fields))
+  for i, b in ipairs(budgets) do
+    local j = 3 * (i - 1)
+    bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3])
+  end
+  local base = 3 * #budgets
+  for i, r in ipairs(rates) do
+    local j = base + 2 * (i - 1)
+    rviews[i] = rate_view(r[1], r[2], v[j + 1], v[j + 2], r[3]) or false
+  end
+  return bviews, rviews
+end
+
+-- The thresholds booked spend has newly reached, fired (audited) once a period.
+local function budget_warn(view, rid, model)
   local nb = split(view.name, LS)
-  for i, pair in ipairs(split(view.thresholds, ',')) do
-    local at, fraction = string.match(pair, '^(%d+):(.+)$')
-    if at and view.spent >= tonumber(at) and string.sub(warned, i, i) ~= '1' then
+  local i, warned = 0, view.warned
+  for at, fraction in string.gmatch(view.thresholds, '(%d+):([^,]*)') do
+    i = i + 1
+    if view.spent >= tonumber(at) and string.sub(warned, i, i) ~= '1' then
       warned = string.sub(warned, 1, i - 1) .. string.rep('0', i - 1 - #warned) .. '1'
         .. string.sub(warned, i + 1)
-      entries[#entries + 1] = {'budget', nb[1], 'split', nb[2] or '', 'threshold', fraction,
-        'spent_usd', usd(view.spent), 'cap_usd', usd(view.cap), 'rid', rid, 'model', model}
+      audit('budget.warn', {'budget', nb[1], 'split', nb[2] or '', 'threshold', fraction,
+        'spent_usd', usd(view.spent), 'cap_usd', usd(view.cap), 'rid', rid, 'model', model})
     end
   end
-  if #entries == 0 then return nil, nil end
-  return warned, entries
+  view.warned = warned
 end
 
--- Write a view back in one HSET: its period when it moved, held, spent, the warn flags, and
--- `more` field/value pairs. With `warn`, each threshold booked spend reached fires once.
-local function budget_save(view, rid, model, warn, more)
-  local iid = view.iid
-  local fields = {iid .. '|h', view.held, iid .. '|s', view.spent}
-  local warned, entries = nil, nil
-  if warn then warned, entries = budget_warnings(view, rid, model) end
-  if view.dirty then
-    for _, x in ipairs({iid .. '|p', view.p, iid .. '|e', view.e, iid .. '|k', view.spec}) do
-      fields[#fields + 1] = x
-    end
-  end
-  if warned then
-    fields[#fields + 1], fields[#fields + 2] = iid .. '|w', warned
-  elseif view.reset then
-    fields[#fields + 1], fields[#fields + 2] = iid .. '|w', ''
-  end
-  for _, x in ipairs(more or {}) do fields[#fields + 1] = x end
-  W('HSET', K_BUDGETS, unpack(fields))
-  if view.dirty then
-    if view.e ~= 0 then W('ZADD', K_BIDX, view.e, iid) else W('ZREM', K_BIDX, iid) end
-    view.dirty = false
-  end
-  for _, entry in ipairs(entries or {}) do audit('budget.warn', entry) end
-end
-
--- A hold ends on one budget instance: `unhold` leaves held, `charge` (negative: a refund of an
--- earlier charge) is booked as spend. An instance that no longer exists is left alone.
-local function budget_post(iid, unhold, charge, rid, model, spec)
-  local view = budget_view(iid, spec)
-  if not view.spec then return nil end
+-- A hold ends on one instance: `unhold` leaves held, `charge` (negative: a refund of an earlier
+-- charge) is booked as spend and fires the thresholds it reaches. A view without a spec (the
+-- instance no longer exists) is left alone.
+local function budget_post(view, unhold, charge, rid, model)
+  if not view.spec then return end
   view.held = math.max(0, view.held - unhold)
   view.spent = math.max(0, view.spent + charge)
-  budget_save(view, rid, model, charge > 0)
-  return view
+  view.changed = true
+  if view.reset or view.fresh then view.next = next_threshold(view.thresholds, view.warned) end
+  if charge > 0 and view.next >= 0 and view.spent >= view.next then
+    budget_warn(view, rid, model)
+    view.next = next_threshold(view.thresholds, view.warned)
+  end
 end
 
--- Attribution: add to every counter of every row at once (read, add, write: a damaged counter
--- restarts from 0 instead of failing the script).
-local function book_usage(dims, cost, requests, t_in, t_out, t_cr, t_cw, expired)
-  local counters = {{'usd', cost}, {'req', requests}, {'in', t_in}, {'out', t_out},
-    {'cr', t_cr}, {'cw', t_cw}, {'exp', expired}}
-  local fields, deltas = {}, {}
-  for _, dim in ipairs(dims) do
-    for _, c in ipairs(counters) do
-      if c[2] ~= 0 then
-        fields[#fields + 1], deltas[#deltas + 1] = dim .. '|' .. c[1], c[2]
+-- Write every changed view in one HSET (plus `more` field/value pairs), index new periods and
+-- rate instances in one ZADD.
+local function store(bviews, rviews, more)
+  local fields, index = more or {}, {}
+  for _, view in ipairs(bviews) do
+    if view.changed and view.spec then
+      fields[#fields + 1], fields[#fields + 2] = view.iid, string.format('%d:%d:%d:%d:%s:%d',
+        view.spent, view.held, view.p, view.e, view.warned, view.next)
+      if view.dirty and view.e ~= 0 then
+        index[#index + 1], index[#index + 2] = view.e, view.iid
       end
     end
   end
-  if #fields == 0 then return end
-  local current = redis.call('HMGET', K_USAGE, unpack(fields))
+  for _, view in ipairs(rviews) do
+    if view and view.changed and rate_fields(view, fields) then
+      index[#index + 1], index[#index + 2] = NOW_S + RATE_IDLE_CHECK_S, 'r|' .. view.iid
+    end
+  end
+  if #fields > 0 then W('HSET', K_BUDGETS, unpack(fields)) end
+  if #index > 0 then W('ZADD', K_BIDX, unpack(index)) end
+end
+
+-- Attribution: one field per row ("total", "model=<m>", "tag:<k>=<v>") of the day's usage hash,
+-- "usd:requests:input:output:cache read:cache write:expired holds" — read, add, write back (a
+-- damaged row restarts from 0 instead of failing the script).
+local function book_usage(dims, cost, requests, t_in, t_out, t_cr, t_cw, expired)
+  if #dims == 0 then return end
+  local current = redis.call('HMGET', K_USAGE, unpack(dims))
   local out = {}
-  for i, f in ipairs(fields) do
-    out[#out + 1], out[#out + 2] = f, num(current[i]) + deltas[i]
+  for i, dim in ipairs(dims) do
+    local row = current[i]
+    if row and #row > 128 then row = nil end -- an absurd row restarts from 0
+    local a, b, c, d, e, f, g = string.match(row or '', USAGE_ROW)
+    out[#out + 1] = dim
+    out[#out + 1] = string.format('%d:%d:%d:%d:%d:%d:%d', (tonumber(a) or 0) + cost,
+      (tonumber(b) or 0) + requests, (tonumber(c) or 0) + t_in, (tonumber(d) or 0) + t_out,
+      (tonumber(e) or 0) + t_cr, (tonumber(f) or 0) + t_cw, (tonumber(g) or 0) + expired)
   end
   W('HSET', K_USAGE, unpack(out))
-  W('EXPIRE', K_USAGE, USAGE_TTL_S)
+  if not current[1] then W('EXPIRE', K_USAGE, USAGE_TTL_S) end -- a new day's hash
 end
 
 local function budget_names(rec)
   return table.concat(split(rec[R_IIDS], LS), ',')
 end
 
--- The rate-limit instances of a record, each with the config it was reserved under.
-local function rec_rates(rec)
-  local out, cfgs = {}, split(rec[R_RATE_CFGS], LS)
-  for i, iid in ipairs(split(rec[R_RATES], LS)) do out[i] = {iid, cfgs[i]} end
-  return out
+-- The instances a record names, loaded: budget views and rate views (false when gone).
+local function load_record(rec)
+  local budgets, rates = {}, {}
+  for i, iid in ipairs(split(rec[R_IIDS], LS)) do budgets[i] = {iid, nil} end
+  local cfgs = split(rec[R_RATE_CFGS], LS)
+  for i, iid in ipairs(split(rec[R_RATES], LS)) do rates[i] = {iid, nil, cfgs[i]} end
+  return load(budgets, rates)
 end
 
 -- An overdue hold ends: each budget charges it or releases it as its policy says.
@@ -188,14 +245,16 @@ local function expire_hold(rid, rec)
   local hold = num(rec[R_HOLD])
   local flags = rec[R_CHARGE]
   local charged = false
-  for i, iid in ipairs(split(rec[R_IIDS], LS)) do
+  local bviews, rviews = load_record(rec)
+  for i, view in ipairs(bviews) do
     local charge = 0
     if string.sub(flags, i, i) == '1' then charge, charged = hold, true end
-    budget_post(iid, hold, charge, rid, rec[R_MODEL])
+    budget_post(view, hold, charge, rid, rec[R_MODEL])
   end
-  if charged then book_usage(split(rec[R_DIMS], LS), hold, 1, 0, 0, 0, 0, 1) end
   -- Its usage is unknown: the tokens stay charged to the buckets; only the slot is freed.
-  for _, r in ipairs(rec_rates(rec)) do rate_return(r[1], 0, true, r[2]) end
+  for _, view in ipairs(rviews) do if view then rate_return(view, 0, true) end end
+  store(bviews, rviews)
+  if charged then book_usage(split(rec[R_DIMS], LS), hold, 1, 0, 0, 0, 0, 1) end
   rec_finish(rid, rec, charged and 'X' or 'E', charged and hold or 0)
   audit('hold.expired', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
     'budget', budget_names(rec), 'amount_usd', usd(hold),
@@ -218,7 +277,26 @@ local function sweep(limit)
   return #due
 end
 
--- Bounded upkeep run by every script: overdue holds, old records, finished budget periods.
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return tonumber(first[2])
+end
+
+-- When housekeeping is next needed (ms): the first lease deadline, record to drop or period to
+-- close, and at the latest DENIAL_KEEP_MS from now (so work a settle adds later, always due
+-- later than that, never waits past it). Stored as "due" in the policy hash.
+local function next_due()
+  local due = NOW_MS + math.max(DENIAL_KEEP_MS, 1000)
+  local lease, done, ended = first_score(K_LEASES), first_score(K_DONE), first_score(K_BIDX)
+  if lease and lease < due then due = lease end
+  if done and done + RETENTION_MS < due then due = done + RETENTION_MS end
+  if ended and ended * 1000 < due then due = ended * 1000 end
+  return math.max(due, NOW_MS + 1)
+end
+
+-- Bounded upkeep: overdue holds, old records, finished budget periods and idle rate instances.
+-- Reserve runs it only when the policy hash's "due" has passed; status and sweep always.
+-- Returns how many holds expired, and the next due time it stored.
 local function housekeeping(limit)
   local expired = sweep(limit)
   local old = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', NOW_MS - RETENTION_MS, 'LIMIT', 0, limit)
@@ -233,16 +311,48 @@ local function housekeeping(limit)
       if rate_drop_if_idle(string.sub(member, 3)) then
         W('ZREM', K_BIDX, member)
       else
-        W('ZADD', K_BIDX, NOW_S + 60, member)
+        W('ZADD', K_BIDX, NOW_S + RATE_IDLE_CHECK_S, member)
       end
-    elseif num(redis.call('HGET', K_BUDGETS, iid .. '|h')) <= 0
-      and num(redis.call('HGET', K_BUDGETS, iid .. '|ou')) <= NOW_MS then
-      W('HDEL', K_BUDGETS, iid .. '|s', iid .. '|h', iid .. '|p', iid .. '|e', iid .. '|k',
-        iid .. '|w', iid .. '|c', iid .. '|t', iid .. '|n', iid .. '|o', iid .. '|ou')
-      W('ZREM', K_BIDX, iid)
     else
-      W('ZADD', K_BIDX, NOW_S + 3600, iid) -- a live hold or override needs it; look later
+      local v = redis.call('HMGET', K_BUDGETS, iid, iid .. '|o')
+      local held = tonumber(string.match(v[1] or '', '^%d+:(%d+):')) or 0
+      local until_ms = tonumber(string.match(v[2] or '', '^%d+:(%d+)$')) or 0
+      if held <= 0 and until_ms <= NOW_MS then
+        W('HDEL', K_BUDGETS, iid, iid .. '|c', iid .. '|o')
+        W('ZREM', K_BIDX, iid)
+      else
+        W('ZADD', K_BIDX, NOW_S + 3600, iid) -- a live hold or override needs it; look later
+      end
     end
   end
-  return expired
+  local due = next_due()
+  -- Remembered in the policy hash, never creating it (a project without a stored policy).
+  if redis.call('HEXISTS', K_POLICY, 'v') == 1 then W('HSET', K_POLICY, 'due', due) end
+  return expired, due
+end
+
+-- The context of one call: keys, the common ARGV head, the server clock. Every script calls it
+-- first. A malformed head sets BAD_HEAD (the script then refuses before reading anything).
+local USAGE_DAY, USAGE_DAY_UNTIL = nil, 0 -- the UTC day's key suffix, kept across calls
+local function begin(keys, argv)
+  KEYS, ARGV = keys, argv
+  K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = keys[1], keys[2], keys[3], keys[4]
+  K_LEASES, K_DONE, K_AUDIT = keys[5], keys[6], keys[7]
+  PROJECT = argv[1]
+  AUDIT_MAXLEN, USAGE_TTL_S = int(argv[2]), int(argv[3])
+  RETENTION_MS, SWEEP_BATCH = int(argv[4]), int(argv[5])
+  BAD_HEAD = not (AUDIT_MAXLEN and USAGE_TTL_S and RETENTION_MS and SWEEP_BATCH)
+  DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
+  local t = redis.call('TIME')
+  NOW_S = tonumber(t[1])
+  NOW_MS = NOW_S * 1000 + math.floor(tonumber(t[2]) / 1000)
+  TZ_CACHE = {}
+  if NOW_S >= USAGE_DAY_UNTIL or NOW_S < USAGE_DAY_UNTIL - 86400 then
+    USAGE_DAY = utc_day(NOW_S)
+    USAGE_DAY_UNTIL = (math.floor(NOW_S / 86400) + 1) * 86400
+  end
+  K_USAGE = nil
+  for i = 8, 10 do
+    if keys[i] and string.sub(keys[i], -8) == USAGE_DAY then K_USAGE = keys[i] end
+  end
 end

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import pytest
-from _helpers import audit, budget_fields, held_nano, spent_nano
+from _helpers import audit, held_nano, rate_state, spent_nano
 
 from prism_limiter import AsyncLimiter, AsyncReservation, Policy
 from prism_limiter._protocol import Request, Script
@@ -122,7 +122,7 @@ def test_cancelled_tasks_release_everything(redis_url: str, rclient: Any, form: 
     expected = {f"{s}: {'finished' if s == 'never' else 'cancelled'}": 100 for s in STAGES}
     assert outcomes == expected
     assert held_nano(rclient, "p", "b") == 0
-    assert int(budget_fields(rclient, "p").get("r:slots|n", 0)) == 0
+    assert rate_state(rclient, "p", "r:slots")["holds"] == 0
     assert rclient.zcard("prism:{p}:leases") == 0
 
 

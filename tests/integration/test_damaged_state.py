@@ -36,6 +36,7 @@ max_concurrent = 10
 split_by = "customer"
 """
 BAD_VALUES = (None, "x", "1.5", "-0", "-7", "99999999999999999999")
+PART_BAD_VALUES = (None, "x", "-7", "99999999999999999999")  # for each part of a packed value
 FS = "\x1f"
 TAGS = {"customer": "a"}
 Op = Callable[[Limiter], object]
@@ -85,33 +86,60 @@ def _restore(client: Any, dump: dict[bytes, bytes]) -> None:
     pipe.execute()
 
 
-def _snapshot(client: Any) -> dict[bytes, bytes]:
-    """Every key's serialized value (byte-equal when nothing was written)."""
+def _snapshot(client: Any) -> dict[bytes, Any]:
+    """Every key's content (not its DUMP: a read may rehash a hash and reorder its bytes)."""
     keys = sorted(client.keys("*"))
     pipe = client.pipeline(transaction=False)
     for key in keys:
-        pipe.dump(key)
+        pipe.type(key)
+    kinds = [k.decode() for k in pipe.execute()]
+    reads = {"hash": "hgetall", "zset": "zrange", "stream": "xrange", "set": "smembers"}
+    for key, kind in zip(keys, kinds, strict=True):
+        if kind == "zset":
+            pipe.zrange(key, 0, -1, withscores=True)
+        else:
+            getattr(pipe, reads.get(kind, "get"))(key)
     return dict(zip(keys, pipe.execute(), strict=True))
 
 
+def _parts(value: str, sep: str, bad: str | None, i: int) -> str:
+    """``value`` split at ``sep`` with part ``i`` replaced by ``bad`` (None: cut from there)."""
+    parts = value.split(sep)
+    if bad is None:
+        return sep.join(parts[:i])
+    return sep.join([*parts[:i], bad, *parts[i + 1 :]])
+
+
+def _separator(field: bytes) -> str:
+    """How a stored value is packed (README, Redis layout)."""
+    if field.endswith(b"|c"):
+        return FS
+    return "," if field.endswith(b"|cfg") else ":"
+
+
 def _cases(client: Any, dump: dict[bytes, bytes]) -> Iterator[tuple[str, Callable[[], None]]]:
-    """(description, corrupt) for every stored field and every bad value."""
+    """(description, corrupt) for every stored field, every part of it, every bad value."""
     _restore(client, dump)
     budgets = "prism:{p}:budgets"
     for field in sorted(client.hkeys(budgets)):
+        value = client.hget(budgets, field).decode()
+        sep = _separator(field)
         for bad in BAD_VALUES:
             yield f"budgets {field!r} = {bad!r}", _set_field(client, budgets, field, bad)
+        for bad in PART_BAD_VALUES:
+            for i in range(len(value.split(sep))):
+                damaged = _parts(value, sep, bad, i)
+                yield (
+                    f"budgets {field!r}[{i}] = {bad!r}",
+                    _set_field(client, budgets, field, damaged),
+                )
     holds = "prism:{p}:holds"
     for rid in (b"live", b"released", b"overdue"):
         record = client.hget(holds, rid)
         assert record is not None
-        parts = record.decode().split(FS)
-        for i in range(len(parts)):
-            for bad in BAD_VALUES:
-                if bad is None:
-                    damaged = FS.join(parts[:i])
-                else:
-                    damaged = FS.join([*parts[:i], bad, *parts[i + 1 :]])
+        for i in range(len(record.decode().split(FS))):
+            for bad in PART_BAD_VALUES:
+                damaged = _parts(record.decode(), FS, bad, i)
                 yield f"record {rid!r}[{i}] = {bad!r}", _set_field(client, holds, rid, damaged)
 
 
@@ -126,10 +154,14 @@ def _set_field(client: Any, key: str, field: bytes, value: str | None) -> Callab
 
 
 def _ledger_readable(client: Any, untouched: dict[bytes, bytes]) -> None:
-    """Every held and spent amount a script wrote is a non-negative integer."""
+    """Every amount a script wrote is a well-formed integer field; held and spent >= 0."""
     for field, value in client.hgetall("prism:{p}:budgets").items():
-        if field.endswith((b"|h", b"|s")) and untouched.get(field) != value:
-            assert value.isdigit(), (field, value)
+        if b"|" in field or untouched.get(field) == value:
+            continue
+        parts = value.decode().split(":")
+        assert all(p.lstrip("-").isdigit() for p in parts if p), (field, value)
+        if not field.startswith(b"r:"):
+            assert int(parts[0]) >= 0 and int(parts[1]) >= 0, (field, value)
 
 
 def test_no_script_fails_after_a_write(
@@ -138,7 +170,7 @@ def test_no_script_fails_after_a_write(
     """Each operation on each damaged field completes consistently or changes nothing."""
     lim, client, dump = scene
     cases = list(_cases(client, dump))
-    assert len(cases) > 400
+    assert len(cases) > 300
     failures = []
     for name, op in OPERATIONS.items():
         for description, corrupt in cases:

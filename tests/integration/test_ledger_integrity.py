@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from _helpers import audit, budget_fields, held_nano, spent_nano
+from _helpers import audit, budget_fields, held_nano, rate_state, spent_nano
 
 from prism_limiter import InvalidRequest, Policy, TokenUsage
 
@@ -106,7 +106,7 @@ def test_zero_hold_ends_cleanly(limiter: Any, rclient: Any, how: str) -> None:
         time.sleep(0.1)  # past the lease on the server clock: a lower bound, not a window
         assert limiter.sweep("p") == 1
     assert rclient.zcard("prism:{p}:leases") == 0
-    assert budget_fields(rclient, "p")["r:slots|n"] == "0"
+    assert rate_state(rclient, "p", "r:slots")["holds"] == 0
     assert limiter.status("p")[0].held_usd == 0
     limiter.reserve("p", "gpt-4o", est_tokens=1, tags={"customer": "z"}).release()
 
@@ -240,3 +240,11 @@ def test_declared_cache_writes_shrink_the_hold(limiter: Any) -> None:
     )
     by_policy = limiter.reserve("c", "claude-haiku-4-5", est_tokens=10_000, max_output_tokens=0)
     assert by_policy.decision.hold_usd == 0.01
+
+
+def test_status_reports_large_caps_exactly(limiter: Any) -> None:
+    """A cap of a million dollars is stored and reported to the nano-dollar."""
+    limiter.apply_policy(Policy.from_toml(BIG_POLICY))
+    limiter.reserve("big", "dear-model", est_tokens=1, max_output_tokens=0).release()
+    [state] = limiter.status("big")
+    assert state.cap_usd == 5_000_000.0

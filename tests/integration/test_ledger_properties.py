@@ -12,6 +12,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import redis
+from _helpers import budget_state, rate_state
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -139,14 +140,11 @@ def test_ledger_properties(redis_url: str) -> None:
 
         @invariant()
         def ledger_is_exact(self) -> None:
-            fields = {
-                k.decode(): v.decode() for k, v in client.hgetall("prism:{p}:budgets").items()
-            }
-            for field, value in fields.items():
-                if field.endswith(("|h", "|s")) or (
-                    field.startswith("r:") and field.endswith("|n")
-                ):
-                    assert value.isdigit(), (field, value)
+            raw = client.hgetall("prism:{p}:budgets")
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            hot = {k: v for k, v in fields.items() if "|" not in k}
+            for value in hot.values():
+                assert all(part.lstrip("-").isdigit() for part in value.split(":") if part), value
             held: dict[str, int] = {}
             slots: dict[str, int] = {}
             for hold, budgets, rates, *_ in self.live.values():
@@ -154,15 +152,14 @@ def test_ledger_properties(redis_url: str) -> None:
                     held[iid] = held.get(iid, 0) + hold
                 for iid in rates:
                     slots[iid] = slots.get(iid, 0) + 1
-            instances = {f.rsplit("|", 1)[0] for f in fields if not f.startswith("r:")}
-            for iid in instances | set(held):
-                assert int(fields.get(f"{iid}|h", 0)) == held.get(iid, 0), iid
-            for iid in {f.rsplit("|", 1)[0] for f in fields if f.startswith("r:")} | set(slots):
-                assert int(fields.get(f"{iid}|n", 0)) == slots.get(iid, 0), iid
-            if self.within_holds:
-                for iid in instances:
-                    cap = CAPS[iid.split("=")[0]]
-                    assert int(fields.get(f"{iid}|s", 0)) <= cap, iid
+            for iid in {k for k in hot if not k.startswith("r:")} | set(held):
+                state = budget_state(client, "p", iid)
+                assert state["held"] == held.get(iid, 0), iid
+                assert state["spent"] >= 0 and state["held"] >= 0, iid
+                if self.within_holds:
+                    assert state["spent"] <= CAPS[iid.split("=")[0]], iid
+            for iid in {k for k in hot if k.startswith("r:")} | set(slots):
+                assert rate_state(client, "p", iid)["holds"] == slots.get(iid, 0), iid
 
     try:
         Ledger.TestCase.settings = settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _helpers import audit, keyspace
+from _helpers import audit, keyspace, rate_state
 
 from prism_limiter import InvalidRequest, Policy, decision_headers
 
@@ -102,7 +102,7 @@ def test_settle_after_the_estimate_was_charged_books_the_difference(
     total = limiter.usage("p").total
     assert (total.input_tokens, total.output_tokens, total.cache_read_tokens) == (200, 50, 100)
     assert total.requests == 1 and total.cost_usd == s.cost_usd
-    level = int(rclient.hget("prism:{p}:budgets", "r:tpm|tl"))
+    level = rate_state(rclient, "p", "r:tpm")["tokens"]
     assert level >= (100_000 - 250) * 60_000  # the bucket holds the actual 250 tokens' debit
     [late] = audit(rclient, "p", "settle.late")
     assert late["reason"] == "after-estimate-charged"
