@@ -346,7 +346,8 @@ class LimiterCore:
             price, budgets = held.price, held.budgets
         else:
             rules = yield from self.rules(project)
-            price, budgets = rules.price(model, provider), rules.budgets(model, tag_map)
+            entry = rules.model(model, provider)
+            price, budgets = entry.price, rules.budgets(entry, tag_map)
         cost = price.cost_nano(usage) if price else 0
         u = usage
         head: list[str | int] = [

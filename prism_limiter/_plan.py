@@ -89,8 +89,9 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     pol = rules.policy
     default_out = pol.default_max_output_tokens if pol else 0
     out_tokens = default_out if req.max_output_tokens is None else req.max_output_tokens
-    denial = rules.denial(req.model)
-    price = rules.price(req.model, req.provider) if denial is None else None
+    entry = rules.model(req.model, req.provider)
+    denial = entry.denial
+    price = entry.price if denial is None else None
     flags = ""
     if denial is None and price is None:
         if pol is not None and pol.on_unknown_price == "deny":
@@ -103,8 +104,8 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     if writes is None and pol is not None:
         writes = pol.default_max_cache_write_tokens
     hold = price.hold_nano(req.est_tokens, out_tokens, writes) if price else 0
-    budgets = rules.budgets(req.model, req.tags) if denial is None else []
-    limits = rules.rate_limits(req.model, req.tags) if denial is None else []
+    budgets = rules.budgets(entry, req.tags) if denial is None else []
+    limits = rules.rate_limits(entry, req.tags) if denial is None else []
     ttl_s = req.ttl_s or (pol.hold_ttl_s if pol else DEFAULT_HOLD_TTL_S)
     args: list[str | int] = [
         str(rules.version),

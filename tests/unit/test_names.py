@@ -1,10 +1,14 @@
-"""Model names: provider prefixes and canonical spellings (pure)."""
+"""Model names: provider prefixes, canonical spellings, and the per-policy cache (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
+from prism_limiter import Policy, PolicyError
+from prism_limiter import _rules as rules_module
 from prism_limiter._names import prefixes, provider_id, resolve
+from prism_limiter._pricing import PRICES
+from prism_limiter._rules import ProjectRules
 
 
 @pytest.mark.parametrize(
@@ -92,3 +96,71 @@ def test_globs_see_every_spelling() -> None:
     forms = resolve("vertex_ai/Gemini-2.5-Pro", None).forms
     assert {"vertex_ai/gemini-2.5-pro", "google/gemini-2.5-pro", "gemini-2.5-pro"} <= set(forms)
     assert "openai/gpt-4o-mini" in resolve("gpt-4o-mini", None).forms
+
+
+def rules_of(text: str) -> ProjectRules:
+    policy = Policy.from_toml(text).projects["p"]
+    return ProjectRules("p", policy, 1)
+
+
+def test_a_model_is_resolved_once_per_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first call, a model's entry is a dict hit: no resolution, no price lookup."""
+    rules = rules_of("[projects.p]\nallow_models = ['gpt-*']\n")
+    first = rules.model("OpenAI/GPT-4o-mini")
+
+    def fail(*_: object) -> None:
+        raise AssertionError("resolved again")
+
+    monkeypatch.setattr(rules_module, "resolve", fail)
+    monkeypatch.setattr(PRICES, "get", fail)
+    assert rules.model("OpenAI/GPT-4o-mini") is first
+    assert first.canonical == "gpt-4o-mini" and first.denial is None
+
+
+def test_negotiated_price_spellings_match() -> None:
+    rules = rules_of(
+        "[projects.p]\nallow_models = ['*']\n"
+        '[projects.p.prices."My-Org/Llama-3"]\ninput_mtok = 1.0\noutput_mtok = 1.0\n'
+        '[projects.p.prices."GPT-4o"]\ninput_mtok = 2.0\noutput_mtok = 2.0\n'
+    )
+    for name in ("my-org/llama-3", "MY-ORG/LLAMA-3"):
+        entry = rules.model(name)
+        assert entry.price is not None and entry.price.classes["input"].base == 1_000_000
+        assert entry.canonical == "my-org/llama-3"
+    assert rules.model("my-org/llama-4").price is None
+    assert rules.model("my-org/llama-4").canonical == "my-org/llama-4"
+    for name in ("gpt-4o", "openai/GPT-4o", "azure/gpt-4o"):
+        entry = rules.model(name)
+        assert entry.price is not None and entry.price.classes["input"].base == 2_000_000, name
+    assert rules.model("azure/gpt-4o").canonical == "azure/gpt-4o"  # still azure's row
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("gpt-4o", "GPT-4o"), ("Azure/gpt-4o", "azure/GPT-4O"), ("vertex_ai/x-1", "google/x-1")],
+)
+def test_two_prices_for_one_model_are_refused(first: str, second: str) -> None:
+    text = (
+        "[projects.p]\nallow_models = ['*']\n"
+        f'[projects.p.prices."{first}"]\ninput_mtok = 1.0\noutput_mtok = 1.0\n'
+        f'[projects.p.prices."{second}"]\ninput_mtok = 2.0\noutput_mtok = 2.0\n'
+    )
+    with pytest.raises(PolicyError, match="name the same model"):
+        Policy.from_toml(text)
+
+
+def test_a_bare_and_a_prefixed_price_may_coexist() -> None:
+    """`gpt-4o` and `azure/gpt-4o` are two prices: the prefixed one is the more specific."""
+    rules = rules_of(
+        "[projects.p]\nallow_models = ['*']\n"
+        '[projects.p.prices."gpt-4o"]\ninput_mtok = 1.0\noutput_mtok = 1.0\n'
+        '[projects.p.prices."azure/gpt-4o"]\ninput_mtok = 3.0\noutput_mtok = 3.0\n'
+    )
+    assert rules.model("openai/gpt-4o").price.classes["input"].base == 1_000_000  # type: ignore[union-attr]
+    assert rules.model("gpt-4o", "azure").price.classes["input"].base == 3_000_000  # type: ignore[union-attr]
+
+
+def test_glob_character_classes_ignore_case() -> None:
+    rules = rules_of("[projects.p]\nallow_models = ['[G]PT-4o-*']\ndeny_models = ['*-[N]ANO']\n")
+    assert rules.model("gpt-4o-mini").denial is None
+    assert rules.model("GPT-4O-NANO").denial == "model-denied"
