@@ -240,13 +240,14 @@ class LimiterCore:
                 reply=reply,
                 project=req.project,
                 model=req.model,
+                canonical=plan.entry.canonical,
                 rid=req.reservation_id,
                 budgets=plan.budgets,
             )
             return Held(
                 req.project,
                 req.reservation_id,
-                req.model,
+                plan.entry.canonical,
                 req.tags,
                 req.est_tokens,
                 plan.out_tokens,
@@ -327,6 +328,7 @@ class LimiterCore:
         project = _validate.name("project", project)
         rid = _validate.reservation_id(reservation_id)
         tag_map = _validate.tags(tags) if held is None else held.tags
+        stored = model is None  # read back from the record: its canonical spelling
         model = _validate.model(model) if model is not None else (held.model if held else None)
         yield from self._preflight()
         if model is None:
@@ -346,8 +348,8 @@ class LimiterCore:
             price, budgets = held.price, held.budgets
         else:
             rules = yield from self.rules(project)
-            entry = rules.model(model, provider)
-            price, budgets = entry.price, rules.budgets(entry, tag_map)
+            entry = rules.model(model, provider, stored=stored)
+            model, price, budgets = entry.canonical, entry.price, rules.budgets(entry, tag_map)
         cost = price.cost_nano(usage) if price else 0
         u = usage
         head: list[str | int] = [

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from prism_limiter import _validate
 from prism_limiter._keys import LS, usage_dimensions
 from prism_limiter._pricing import ModelPrice, provider_problem
-from prism_limiter._rules import BudgetMatch, ProjectRules
+from prism_limiter._rules import BudgetMatch, ModelEntry, ProjectRules
 from prism_limiter.errors import InvalidRequest
 
 DEFAULT_HOLD_TTL_S = 600.0
@@ -78,6 +78,7 @@ class ReservePlan:
     """What a reserve sends, and what its reservation keeps for settling without a lookup."""
 
     out_tokens: int
+    entry: ModelEntry
     price: ModelPrice | None
     budgets: list[BudgetMatch]
     args: list[str | int]
@@ -113,9 +114,9 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         denial or "",
         hold,
         int(ttl_s * 1000),
-        req.model,
+        entry.canonical,
         tags_json(req.tags),
-        LS.join(usage_dimensions(req.model, req.tags)),
+        LS.join(usage_dimensions(entry.canonical, req.tags)),
         req.est_tokens,
         out_tokens,
         flags,
@@ -126,7 +127,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     args.append(len(limits))
     for lim in limits:
         args += lim.script_args()
-    return ReservePlan(out_tokens, price, budgets, args, denial)
+    return ReservePlan(out_tokens, entry, price, budgets, args, denial)
 
 
 def settle_fallback(

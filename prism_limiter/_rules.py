@@ -100,7 +100,7 @@ class ProjectRules:
         self.unregistered = unregistered
         # Negotiated prices under every spelling of their name: (the name in lower case, price).
         self._prices: dict[str, tuple[str, ModelPrice]] = {}
-        self._entries: dict[tuple[str, str | None], ModelEntry] = {}
+        self._entries: dict[tuple[str, str | None, bool], ModelEntry] = {}
         self._caps: dict[str, tuple[int, str, str]] = {}
         self._allow: tuple[str, ...] = ()
         self._deny: tuple[str, ...] = ()
@@ -122,25 +122,26 @@ class ProjectRules:
     def zones(self) -> set[str]:
         return {b.timezone for b in self.policy.budgets} if self.policy else set()
 
-    def model(self, name: str, provider: str | None = None) -> ModelEntry:
+    def model(self, name: str, provider: str | None = None, *, stored: bool = False) -> ModelEntry:
         """Everything about ``name`` here: its price, canonical spelling, denial, limits.
 
         ``provider`` (``reserve(provider=)``) wins over the policy's ``provider``, which wins
-        over the name's prefix. Resolved once per name and provider; every later call is a
-        dict hit.
+        over the name's prefix. A ``stored`` name is a canonical spelling read back from a hold
+        record: it names its provider itself, so the policy's ``provider`` is not applied.
+        Resolved once per name and provider; every later call is a dict hit.
         """
-        key = (name, provider)
+        key = (name, provider, stored)
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = self._entry(name, provider)
+            entry = self._entries[key] = self._entry(name, provider, stored)
         return entry
 
-    def _entry(self, name: str, provider: str | None) -> ModelEntry:
+    def _entry(self, name: str, provider: str | None, stored: bool) -> ModelEntry:
         pol = self.policy
         source: str | None = None
         if provider is not None:
             source = "provider="
-        elif pol is not None and pol.provider is not None:
+        elif not stored and pol is not None and pol.provider is not None:
             provider, source = pol.provider, "the policy's provider"
         res = resolve(name, provider)
         negotiated = next((self._prices[f] for f in res.forms if f in self._prices), None)

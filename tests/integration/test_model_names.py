@@ -9,9 +9,11 @@ from decimal import ROUND_CEILING
 from typing import Any
 
 import pytest
+from _helpers import audit
 from genai_prices import Usage, calc_price
 
 from prism_limiter import InvalidRequest, ModelNotAllowed, Policy
+from prism_limiter._keys import FS
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -29,6 +31,11 @@ def nano_of(model: str, provider: str | None, input_tokens: int, output_tokens: 
         Usage(input_tokens=input_tokens, output_tokens=output_tokens), model, provider_id=provider
     ).total_price
     return int((ref * 10**9).to_integral_value(rounding=ROUND_CEILING))
+
+
+def stored_model(rclient: Any, project: str, rid: str) -> str:
+    raw = rclient.hget(f"prism:{{{project}}}:holds", rid)
+    return str(raw.decode().split(FS)[4])
 
 
 @pytest.mark.parametrize(
@@ -69,12 +76,27 @@ def test_a_name_whose_first_segment_is_no_provider_is_looked_up_whole(limiter: A
         limiter.reserve("p", "my-org/llama-4", est_tokens=10)
 
 
+def test_an_explicit_provider_wins_over_the_prefix(limiter: Any, rclient: Any) -> None:
+    """`provider="groq"` prices `openai/gpt-oss-120b` from groq's list (whole name), not openai's;
+    a settle from another process (no reservation object) books the same groq price."""
+    limiter.apply_policy(Policy.from_toml(STRICT))
+    groq = nano_of("openai/gpt-oss-120b", "groq", 1000, 100)
+    assert groq != nano_of("gpt-oss-120b", "openai", 1000, 100)
+    r = limiter.reserve(
+        "p", "openai/gpt-oss-120b", est_tokens=10, provider="groq", reservation_id="g1"
+    )
+    assert stored_model(rclient, "p", "g1") == "groq/openai/gpt-oss-120b"
+    s = limiter.settle("p", r.id, input_tokens=1000, output_tokens=100)
+    assert round(s.cost_usd * 1e9) == groq
+
+
 def test_the_policy_provider_wins_over_the_prefix(limiter: Any) -> None:
     """A project whose policy says `provider = "azure"` prices `openai/gpt-4o` at azure."""
     limiter.apply_policy(Policy.from_toml(STRICT + 'provider = "azure"\n'))
     r = limiter.reserve("p", "openai/gpt-4o", est_tokens=1000, max_output_tokens=100)
     s = r.settle(input_tokens=1000, output_tokens=100)
     assert round(s.cost_usd * 1e9) == nano_of("gpt-4o", "azure", 1000, 100)
+    assert limiter.usage("p").by_model.keys() == {"azure/gpt-4o"}
 
 
 ALLOW = """
@@ -163,3 +185,52 @@ def test_negotiated_prices_match_any_case_with_or_without_the_prefix(limiter: An
         assert per_token(name) == pytest.approx(2.0), name
     assert per_token("azure/gpt-4o") == pytest.approx(3.0)  # the more specific price
     assert per_token("gpt-4o", provider="azure") == pytest.approx(3.0)
+
+
+def test_one_model_is_one_usage_row_whatever_its_spelling(limiter: Any, rclient: Any) -> None:
+    """`OpenAI/GPT-4o-mini`, `openai/gpt-4o-mini` and `gpt-4o-mini` are one row, one name in
+    the audit and the hold record; the same model at another provider is its own row."""
+    limiter.apply_policy(
+        Policy.from_toml("[projects.p]\nallow_models = ['*']\ndeny_models = ['*nano*']\n")
+    )
+    spellings = ["OpenAI/GPT-4o-mini", "openai/gpt-4o-mini", "gpt-4o-mini", "GPT-4O-MINI"]
+    for i, name in enumerate(spellings):
+        r = limiter.reserve("p", name, est_tokens=10, reservation_id=f"s{i}")
+        assert r.decision.model == name  # the decision answers in the caller's words
+        assert stored_model(rclient, "p", f"s{i}") == "gpt-4o-mini"
+        r.settle(input_tokens=10, output_tokens=1)
+    limiter.reserve("p", "azure/gpt-4o-mini", est_tokens=10).settle(
+        input_tokens=10, output_tokens=0
+    )
+    limiter.reserve("p", "gpt-4o-mini", est_tokens=10, provider="azure").settle(
+        input_tokens=10, output_tokens=0
+    )
+    limiter.try_reserve("p", "OpenAI/GPT-4.1-Nano", est_tokens=10)
+    report = limiter.usage("p")
+    assert report.by_model.keys() == {"gpt-4o-mini", "azure/gpt-4o-mini"}
+    assert report.by_model["gpt-4o-mini"].requests == 4
+    assert report.by_model["azure/gpt-4o-mini"].requests == 2
+    assert [e["model"] for e in audit(rclient, "p", "model.denied")] == ["gpt-4.1-nano"]
+
+
+def test_a_replay_with_another_spelling_is_the_same_reservation(limiter: Any, rclient: Any) -> None:
+    limiter.apply_policy(Policy.from_toml("[projects.p]\nallow_models = ['*']\n"))
+    first = limiter.reserve("p", "gpt-4o-mini", est_tokens=10, reservation_id="same")
+    again = limiter.reserve("p", "OpenAI/GPT-4o-Mini", est_tokens=10, reservation_id="same")
+    assert again.decision.replayed and again.decision.hold_usd == first.decision.hold_usd
+    with pytest.raises(InvalidRequest, match="already used for model 'gpt-4o-mini'"):
+        limiter.reserve("p", "azure/gpt-4o-mini", est_tokens=10, reservation_id="same")
+    with pytest.raises(InvalidRequest, match="already used for model 'gpt-4o-mini'"):
+        limiter.reserve("p", "gpt-4o-mini", est_tokens=10, reservation_id="same", provider="azure")
+
+
+def test_settle_by_id_with_a_spelled_model_books_one_row(limiter: Any) -> None:
+    """A settle of an id the project does not know, with `model=` in another spelling, is
+    priced and attributed as that model."""
+    limiter.apply_policy(Policy.from_toml("[projects.p]\nallow_models = ['*']\n"))
+    limiter.reserve("p", "gpt-4o-mini", est_tokens=10).settle(input_tokens=10, output_tokens=0)
+    s = limiter.settle(
+        "p", "never-reserved", input_tokens=1000, output_tokens=0, model="OpenAI/GPT-4o-Mini"
+    )
+    assert round(s.cost_usd * 1e9) == nano_of("gpt-4o-mini", "openai", 1000, 0)
+    assert limiter.usage("p").by_model.keys() == {"gpt-4o-mini"}

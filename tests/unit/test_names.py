@@ -117,6 +117,16 @@ def test_a_model_is_resolved_once_per_policy(monkeypatch: pytest.MonkeyPatch) ->
     assert first.canonical == "gpt-4o-mini" and first.denial is None
 
 
+def test_stored_names_ignore_the_policy_provider() -> None:
+    """A record's canonical spelling names its provider: a policy `provider` does not reprice it
+    (the policy may have changed since the reserve)."""
+    rules = rules_of("[projects.p]\nallow_models = ['*']\nprovider = 'openai'\n")
+    via_groq = resolve("openai/gpt-oss-120b", "groq")
+    assert via_groq.canonical == "groq/openai/gpt-oss-120b"
+    assert rules.model(via_groq.canonical, stored=True).price == via_groq.price
+    assert rules.model(via_groq.canonical).price != via_groq.price
+
+
 def test_negotiated_price_spellings_match() -> None:
     rules = rules_of(
         "[projects.p]\nallow_models = ['*']\n"
