@@ -96,10 +96,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     flags = ""
     if denial is None and price is None:
         if pol is not None and pol.on_unknown_price == "deny":
-            raise InvalidRequest(
-                f"no price is known for model {req.model!r}; add it to the policy's"
-                ' [projects.<name>.prices] or set on_unknown_price = "allow"'
-            )
+            raise InvalidRequest(unknown_price_message(rules.project, entry))
         flags = "u"  # allowed at cost 0, audited price.unknown
     writes = req.max_cache_write_tokens
     if writes is None and pol is not None:
@@ -128,6 +125,34 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     for lim in limits:
         args += lim.script_args()
     return ReservePlan(out_tokens, entry, price, budgets, args, denial)
+
+
+def unknown_price_message(project: str, entry: ModelEntry) -> str:
+    """Why ``entry`` has no price, what was looked up where, and the four ways to fix it."""
+    res = entry.resolved
+    looked = []
+    for model, provider in res.tried:
+        if provider is None:
+            looked.append(f"{model!r} at any provider")
+        else:
+            source = entry.provider_source if res.provider else "the name's prefix"
+            looked.append(f"{model!r} at provider {provider!r} (from {source})")
+    clash = ""
+    which = "a genai-prices provider id such as 'openai', 'azure' or 'openrouter'"
+    if res.provider is not None and res.prefix not in (None, res.provider):
+        clash = (
+            f"; the name's prefix names provider {res.prefix!r}, which"
+            f" {entry.provider_source} overrides"
+        )
+        which = f"{res.prefix!r}, as the prefix says"
+    return (
+        f"no price is known for model {entry.name!r}: genai-prices has no"
+        f" {', nor '.join(looked)}{clash}. To price it, pass provider= to reserve() ({which}),"
+        ' set the policy\'s provider (provider = "..." in'
+        f" [projects.{project}]), add a negotiated price [projects.{project}.prices."
+        f'"{entry.name}"] with input_mtok and output_mtok, or set on_unknown_price = "allow"'
+        " (booked at cost 0, audited price.unknown)"
+    )
 
 
 def settle_fallback(

@@ -99,6 +99,38 @@ def test_the_policy_provider_wins_over_the_prefix(limiter: Any) -> None:
     assert limiter.usage("p").by_model.keys() == {"azure/gpt-4o"}
 
 
+def test_a_prefix_the_provider_contradicts_is_explained(limiter: Any) -> None:
+    """`provider="anthropic"` with `openai/gpt-4o-mini`: anthropic has no such model. The error
+    says what was looked up where, and that the prefix named another provider."""
+    limiter.apply_policy(Policy.from_toml(STRICT))
+    with pytest.raises(InvalidRequest) as exc:
+        limiter.reserve("p", "openai/gpt-4o-mini", est_tokens=10, provider="anthropic")
+    message = str(exc.value)
+    assert "'openai/gpt-4o-mini'" in message and "'gpt-4o-mini'" in message
+    assert "provider 'anthropic' (from provider=)" in message
+    assert "prefix names provider 'openai', which provider= overrides" in message
+    assert "pass provider= to reserve() ('openai', as the prefix says)" in message
+    limiter.apply_policy(Policy.from_toml(STRICT + 'provider = "azure"\n'))
+    with pytest.raises(InvalidRequest, match="which the policy's provider overrides"):
+        limiter.reserve("p", "anthropic/claude-9-haiku", est_tokens=10)
+
+
+def test_the_unknown_price_error_says_what_was_looked_up_and_how_to_fix_it(limiter: Any) -> None:
+    limiter.apply_policy(Policy.from_toml(STRICT.replace("[projects.p]", "[projects.search]")))
+    with pytest.raises(InvalidRequest) as exc:
+        limiter.reserve("search", "openai/gpt-9-turbo", est_tokens=10)
+    message = str(exc.value)
+    assert "no price is known for model 'openai/gpt-9-turbo'" in message
+    assert "'gpt-9-turbo' at provider 'openai' (from the name's prefix)" in message
+    assert "provider=" in message
+    assert "the policy's provider" in message
+    assert '[projects.search.prices."openai/gpt-9-turbo"]' in message
+    assert 'on_unknown_price = "allow"' in message
+    with pytest.raises(InvalidRequest) as exc:
+        limiter.reserve("search", "in-house-7b", est_tokens=10)
+    assert "'in-house-7b' at any provider" in str(exc.value)
+
+
 ALLOW = """
 [projects.p]
 allow_models = ["gpt-4o-*", "openai/o3*", "claude-3-5-haiku-latest"]
