@@ -174,3 +174,11 @@ def test_glob_character_classes_ignore_case() -> None:
     rules = rules_of("[projects.p]\nallow_models = ['[G]PT-4o-*']\ndeny_models = ['*-[N]ANO']\n")
     assert rules.model("gpt-4o-mini").denial is None
     assert rules.model("GPT-4O-NANO").denial == "model-denied"
+
+
+def test_a_provider_glob_covers_the_explicit_provider() -> None:
+    """`deny_models = ["azure/*"]` denies `reserve("gpt-4o-mini", provider="azure")` too."""
+    rules = rules_of("[projects.p]\nallow_models = ['*']\ndeny_models = ['azure/*']\n")
+    assert rules.model("gpt-4o-mini", "azure").denial == "model-denied"
+    assert rules.model("Azure/gpt-4o-mini").denial == "model-denied"
+    assert rules.model("gpt-4o-mini").denial is None
