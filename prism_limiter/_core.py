@@ -254,13 +254,14 @@ class LimiterCore:
                 reply=reply,
                 project=req.project,
                 model=req.model,
+                canonical=plan.entry.canonical,
                 rid=req.reservation_id,
                 budgets=plan.budgets,
             )
             return Held(
                 req.project,
                 req.reservation_id,
-                req.model,
+                plan.entry.canonical,
                 req.tags,
                 req.est_tokens,
                 plan.out_tokens,
@@ -413,6 +414,7 @@ class LimiterCore:
         estimate: bool,
     ) -> Op[Settlement]:
         tag_map = tags
+        stored = model is None  # read back from the record: its canonical spelling
         yield from self._preflight()
         if model is None:
             raw = yield Command(("HGET", self.keys(project).prefix + "holds", rid))
@@ -431,7 +433,8 @@ class LimiterCore:
             price, budgets = held.price, held.budgets
         else:
             rules = yield from self.rules(project)
-            price, budgets = rules.price(model, provider), rules.budgets(model, tag_map)
+            entry = rules.model(model, provider, stored=stored)
+            model, price, budgets = entry.canonical, entry.price, rules.budgets(entry, tag_map)
         cost = price.cost_nano(usage) if price else 0
         u = usage
         head: list[str | int] = [

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from prism_limiter import _validate
 from prism_limiter._keys import LS, usage_dimensions
 from prism_limiter._pricing import ModelPrice, provider_problem
-from prism_limiter._rules import BudgetMatch, ProjectRules
+from prism_limiter._rules import BudgetMatch, ModelEntry, ProjectRules
 from prism_limiter.errors import InvalidRequest
 
 DEFAULT_HOLD_TTL_S = 600.0
@@ -78,6 +78,7 @@ class ReservePlan:
     """What a reserve sends, and what its reservation keeps for settling without a lookup."""
 
     out_tokens: int
+    entry: ModelEntry
     price: ModelPrice | None
     budgets: list[BudgetMatch]
     args: list[str | int]
@@ -89,22 +90,20 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     pol = rules.policy
     default_out = pol.default_max_output_tokens if pol else 0
     out_tokens = default_out if req.max_output_tokens is None else req.max_output_tokens
-    denial = rules.denial(req.model)
-    price = rules.price(req.model, req.provider) if denial is None else None
+    entry = rules.model(req.model, req.provider)
+    denial = entry.denial
+    price = entry.price if denial is None else None
     flags = ""
     if denial is None and price is None:
         if pol is not None and pol.on_unknown_price == "deny":
-            raise InvalidRequest(
-                f"no price is known for model {req.model!r}; add it to the policy's"
-                ' [projects.<name>.prices] or set on_unknown_price = "allow"'
-            )
+            raise InvalidRequest(unknown_price_message(rules.project, entry))
         flags = "u"  # allowed at cost 0, audited price.unknown
     writes = req.max_cache_write_tokens
     if writes is None and pol is not None:
         writes = pol.default_max_cache_write_tokens
     hold = price.hold_nano(req.est_tokens, out_tokens, writes) if price else 0
-    budgets = rules.budgets(req.model, req.tags) if denial is None else []
-    limits = rules.rate_limits(req.model, req.tags) if denial is None else []
+    budgets = rules.budgets(entry, req.tags) if denial is None else []
+    limits = rules.rate_limits(entry, req.tags) if denial is None else []
     ttl_s = req.ttl_s or (pol.hold_ttl_s if pol else DEFAULT_HOLD_TTL_S)
     args: list[str | int] = [
         str(rules.version),
@@ -112,9 +111,9 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         denial or "",
         hold,
         int(ttl_s * 1000),
-        req.model,
+        entry.canonical,
         tags_json(req.tags),
-        LS.join(usage_dimensions(req.model, req.tags)),
+        LS.join(usage_dimensions(entry.canonical, req.tags)),
         req.est_tokens,
         out_tokens,
         flags,
@@ -125,7 +124,35 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     args.append(len(limits))
     for lim in limits:
         args += lim.script_args()
-    return ReservePlan(out_tokens, price, budgets, args, denial)
+    return ReservePlan(out_tokens, entry, price, budgets, args, denial)
+
+
+def unknown_price_message(project: str, entry: ModelEntry) -> str:
+    """Why ``entry`` has no price, what was looked up where, and the four ways to fix it."""
+    res = entry.resolved
+    looked = []
+    for model, provider in res.tried:
+        if provider is None:
+            looked.append(f"{model!r} at any provider")
+        else:
+            source = entry.provider_source if res.provider else "the name's prefix"
+            looked.append(f"{model!r} at provider {provider!r} (from {source})")
+    clash = ""
+    which = "a genai-prices provider id such as 'openai', 'azure' or 'openrouter'"
+    if res.provider is not None and res.prefix not in (None, res.provider):
+        clash = (
+            f"; the name's prefix names provider {res.prefix!r}, which"
+            f" {entry.provider_source} overrides"
+        )
+        which = f"{res.prefix!r}, as the prefix says"
+    return (
+        f"no price is known for model {entry.name!r}: genai-prices has no"
+        f" {', nor '.join(looked)}{clash}. To price it, pass provider= to reserve() ({which}),"
+        ' set the policy\'s provider (provider = "..." in'
+        f" [projects.{project}]), add a negotiated price [projects.{project}.prices."
+        f'"{entry.name}"] with input_mtok and output_mtok, or set on_unknown_price = "allow"'
+        " (booked at cost 0, audited price.unknown)"
+    )
 
 
 def settle_fallback(

@@ -12,6 +12,7 @@ import msgspec
 
 from prism_limiter import _validate
 from prism_limiter._money import MAX_USD
+from prism_limiter._names import key_forms
 from prism_limiter._pricing import provider_problem
 from prism_limiter.errors import InvalidRequest, PolicyError
 
@@ -194,11 +195,19 @@ class ProjectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             problem = provider_problem(self.provider)
             if problem is not None:
                 raise _FieldError("provider", problem)
+        seen: dict[str, str] = {}
         for model in self.prices:
             try:
                 _validate.model(model)
             except InvalidRequest as exc:
                 raise ValueError(str(exc)) from None
+            for form in key_forms(model):
+                other = seen.setdefault(form, model)
+                if other != model:
+                    raise ValueError(
+                        f"prices {other!r} and {model!r} name the same model (names match in"
+                        " any case, a provider prefix by its id or alias): keep one"
+                    )
         for kind, items in (("budget", self.budgets), ("rate limit", self.rate_limits)):
             ids = [item.id for item in items]
             dupes = sorted({i for i in ids if ids.count(i) > 1})

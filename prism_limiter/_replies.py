@@ -39,10 +39,16 @@ def decision_from_reply(
     reply: list[Any],
     project: str,
     model: str,
+    canonical: str,
     rid: str,
     budgets: list[BudgetMatch],
 ) -> Decision:
-    """The decision of a reserve reply (dup, denied model/budget/rate, or ok)."""
+    """The decision of a reserve reply (dup, denied model/budget/rate, or ok).
+
+    ``model`` is the name as the caller wrote it (the decision answers in their words);
+    ``canonical`` its canonical spelling (``_names``), which the record of a replayed id must
+    carry: any spelling of the same model, at the same provider, is the same request.
+    """
 
     def make(**fields: Any) -> Decision:
         return Decision(project=project, model=model, reservation_id=rid, **fields)
@@ -55,7 +61,7 @@ def decision_from_reply(
         )
     if kind == "dup":
         hold, deadline, stored_model = as_int(reply[1]), as_int(reply[2]), text(reply[3])
-        if stored_model != model:
+        if stored_model != canonical:
             raise InvalidRequest(
                 f"reservation id {rid!r} was already used for model {stored_model!r}"
             )

@@ -9,8 +9,9 @@ from fnmatch import fnmatchcase
 from prism_limiter import _validate
 from prism_limiter._keys import LS, instance_id
 from prism_limiter._money import usd_to_nano
+from prism_limiter._names import Resolved, key_forms, resolve
 from prism_limiter._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
-from prism_limiter._pricing import PRICES, ModelPrice, from_mtok
+from prism_limiter._pricing import ModelPrice, from_mtok
 from prism_limiter.errors import InvalidRequest
 
 
@@ -50,8 +51,26 @@ class RateMatch:
         return [self.iid, f"{lim.id}{LS}{self.split_value or ''}", config]
 
 
-def _matches(model: str, globs: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(model, g) for g in globs)
+def _matches(forms: tuple[str, ...], globs: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(form, g) for g in globs for form in forms)
+
+
+def _lower(globs: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(g.lower() for g in globs)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One model name (with one explicit provider, or none) under one policy, resolved once."""
+
+    name: str  # as the caller wrote it
+    canonical: str  # what the hold record, the audit stream and the usage rows carry
+    price: ModelPrice | None
+    denial: str | None
+    budgets: tuple[BudgetPolicy, ...]
+    limits: tuple[RateLimitPolicy, ...]
+    resolved: Resolved
+    provider_source: str | None  # where the explicit provider came from (None: the name)
 
 
 def _spec(budget: BudgetPolicy) -> str:
@@ -79,55 +98,79 @@ class ProjectRules:
         self.version = version
         # Planned from [defaults] without a stored copy: register before an accepted reserve.
         self.unregistered = unregistered
-        self._prices: dict[str, ModelPrice] = {}
-        self._by_model: dict[
-            str, tuple[str | None, tuple[BudgetPolicy, ...], tuple[RateLimitPolicy, ...]]
-        ] = {}
+        # Negotiated prices under every spelling of their name: (the name in lower case, price).
+        self._prices: dict[str, tuple[str, ModelPrice]] = {}
+        self._entries: dict[tuple[str, str | None, bool], ModelEntry] = {}
         self._caps: dict[str, tuple[int, str, str]] = {}
+        self._allow: tuple[str, ...] = ()
+        self._deny: tuple[str, ...] = ()
+        self._budget_globs: tuple[tuple[BudgetPolicy, tuple[str, ...]], ...] = ()
+        self._limit_globs: tuple[tuple[RateLimitPolicy, tuple[str, ...]], ...] = ()
         if policy is not None:
             for model, override in policy.prices.items():
-                self._prices[model] = from_mtok(model, override.as_classes())
+                price = from_mtok(model, override.as_classes())
+                for form in key_forms(model):
+                    self._prices[form] = (model.lower(), price)
             for b in policy.budgets:
                 cap = usd_to_nano(f"budget {b.id} usd", b.usd)
                 self._caps[b.id] = (cap, _thresholds(cap, b.warn_at), _spec(b))
+            self._allow, self._deny = _lower(policy.allow_models), _lower(policy.deny_models)
+            self._budget_globs = tuple((b, _lower(b.models)) for b in policy.budgets)
+            self._limit_globs = tuple((r, _lower(r.models)) for r in policy.rate_limits)
 
     @property
     def zones(self) -> set[str]:
         return {b.timezone for b in self.policy.budgets} if self.policy else set()
 
-    def _model_entry(
-        self, model: str
-    ) -> tuple[str | None, tuple[BudgetPolicy, ...], tuple[RateLimitPolicy, ...]]:
-        entry = self._by_model.get(model)
+    def model(self, name: str, provider: str | None = None, *, stored: bool = False) -> ModelEntry:
+        """Everything about ``name`` here: its price, canonical spelling, denial, limits.
+
+        ``provider`` (``reserve(provider=)``) wins over the policy's ``provider``, which wins
+        over the name's prefix. A ``stored`` name is a canonical spelling read back from a hold
+        record: it names its provider itself, so the policy's ``provider`` is not applied.
+        Resolved once per name and provider; every later call is a dict hit.
+        """
+        key = (name, provider, stored)
+        entry = self._entries.get(key)
         if entry is None:
-            pol = self.policy
-            budgets = pol.budgets if pol else ()
-            limits = pol.rate_limits if pol else ()
-            entry = (
-                self._denial(model),
-                tuple(b for b in budgets if not b.models or _matches(model, b.models)),
-                tuple(r for r in limits if not r.models or _matches(model, r.models)),
-            )
-            self._by_model[model] = entry
+            entry = self._entries[key] = self._entry(name, provider, stored)
         return entry
 
-    def _denial(self, model: str) -> str | None:
+    def _entry(self, name: str, provider: str | None, stored: bool) -> ModelEntry:
+        pol = self.policy
+        source: str | None = None
+        if provider is not None:
+            source = "provider="
+        elif not stored and pol is not None and pol.provider is not None:
+            provider, source = pol.provider, "the policy's provider"
+        res = resolve(name, provider)
+        negotiated = next((self._prices[f] for f in res.forms if f in self._prices), None)
+        canonical = res.canonical or (negotiated[0] if negotiated else res.name)
+        forms = res.forms if canonical in res.forms else (*res.forms, canonical)
+        return ModelEntry(
+            name=name,
+            canonical=canonical,
+            price=negotiated[1] if negotiated else res.price,
+            denial=self._denial(forms),
+            budgets=tuple(b for b, g in self._budget_globs if not g or _matches(forms, g)),
+            limits=tuple(r for r, g in self._limit_globs if not g or _matches(forms, g)),
+            resolved=res,
+            provider_source=source,
+        )
+
+    def _denial(self, forms: tuple[str, ...]) -> str | None:
         if self.policy is None:
             return "no-policy"
-        if _matches(model, self.policy.deny_models):
+        if _matches(forms, self._deny):
             return "model-denied"
-        if not _matches(model, self.policy.allow_models):
+        if not _matches(forms, self._allow):
             return "model-not-allowed"
         return None
 
-    def denial(self, model: str) -> str | None:
-        """Why ``model`` may not be used here (deny wins over allow), or None."""
-        return self._model_entry(model)[0]
-
-    def budgets(self, model: str, tags: dict[str, str]) -> list[BudgetMatch]:
-        """Every budget instance a request with this model and these tags counts against."""
+    def budgets(self, entry: ModelEntry, tags: dict[str, str]) -> list[BudgetMatch]:
+        """Every budget instance a request for this model with these tags counts against."""
         out = []
-        for b in self._model_entry(model)[1]:
+        for b in entry.budgets:
             if any(tags.get(k) != v for k, v in b.where.items()):
                 continue
             split = tags.get(b.split_by) if b.split_by else None
@@ -135,10 +178,10 @@ class ProjectRules:
             out.append(BudgetMatch(b, split, instance_id(b.id, split), cap, thresholds, spec))
         return out
 
-    def rate_limits(self, model: str, tags: dict[str, str]) -> list[RateMatch]:
-        """Every rate-limit instance a request with this model and these tags counts against."""
+    def rate_limits(self, entry: ModelEntry, tags: dict[str, str]) -> list[RateMatch]:
+        """Every rate-limit instance a request for this model with these tags counts against."""
         out = []
-        for r in self._model_entry(model)[2]:
+        for r in entry.limits:
             if any(tags.get(k) != v for k, v in r.where.items()):
                 continue
             split = tags.get(r.split_by) if r.split_by else None
@@ -161,9 +204,3 @@ class ProjectRules:
         if split_value is not None:
             _validate.tag_value(match.split_by or "split_value", split_value)
         return instance_id(budget, split_value), f"{budget}{LS}{split_value or ''}"
-
-    def price(self, model: str, provider: str | None) -> ModelPrice | None:
-        override = self._prices.get(model)
-        if override is not None:
-            return override
-        return PRICES.get(model, provider or (self.policy.provider if self.policy else None))
