@@ -4,11 +4,13 @@ which; it never assumes a Redis on localhost:6379."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from _readme import ROOT, command_env, console_commands
 
 from prism_limiter import _demo
 from prism_limiter._devserver import redis_server
@@ -88,3 +90,26 @@ def test_demo_never_prints_a_password() -> None:
     )
     assert _demo._shown("rediss://:s3cret@db.internal/0") == "rediss://:***@db.internal/0"
     assert _demo._shown("redis://127.0.0.1:7000/0") == "redis://127.0.0.1:7000/0"
+
+
+@pytest.mark.slow
+def test_readme_demo_command(redis_url: str, rclient: Any) -> None:
+    """`python -m prism_limiter demo` as the README gives it, on the server PRISM_REDIS_URL
+    names."""
+    (command,) = console_commands("demo")
+    assert command == "python -m prism_limiter demo"
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=command_env(PRISM_REDIS_URL=redis_url),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    assert done.stdout.startswith(f"using PRISM_REDIS_URL ({_demo._shown(redis_url)})\n"), (
+        done.stdout
+    )
+    assert "every budget stayed within its cap" in done.stdout
+    assert done.stdout.count(", then blocked by ") == 4  # the 4 default workers
+    assert rclient.xlen("prism:{search}:audit") > 0
