@@ -1,6 +1,12 @@
 """An asyncio worker pool sharing one budget: workers take jobs until the budget blocks them.
 
-Run it:  PRISM_REDIS_URL=redis://localhost:6379/0 python examples/asyncio_workers.py
+Run it from the repository root::
+
+    python examples/asyncio_workers.py
+
+It uses ``PRISM_REDIS_URL`` when set, else the embedded ``memory://`` store, and applies the
+``batch`` project of ``examples/policy.toml`` (a nightly budget, 8 calls in flight at most)
+before it starts.
 """
 
 from __future__ import annotations
@@ -8,22 +14,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from pathlib import Path
 
 from prism_limiter import AsyncLimiter, BudgetExceeded, Policy, RateLimited
 
-POLICY = Policy.from_toml(
-    """
-[projects.batch]
-allow_models = ["gpt-4o-mini"]
-[[projects.batch.budgets]]
-id = "nightly"
-usd = 0.02
-period = "day"
-[[projects.batch.rate_limits]]
-id = "provider"
-max_concurrent = 8
-"""
-)
+PROJECT = "batch"
+POLICY_FILE = Path(__file__).with_name("policy.toml")
+
+
+def own_policy() -> Policy:
+    """This pool's project in ``examples/policy.toml``; applying it leaves other projects alone."""
+    return Policy(projects={PROJECT: Policy.load(POLICY_FILE).projects[PROJECT]})
 
 
 async def worker(limiter: AsyncLimiter, jobs: asyncio.Queue[int], done: list[float]) -> None:
@@ -32,7 +33,7 @@ async def worker(limiter: AsyncLimiter, jobs: asyncio.Queue[int], done: list[flo
         job = await jobs.get()
         try:
             async with limiter.reserve(
-                "batch",
+                PROJECT,
                 "gpt-4o-mini",
                 est_tokens=1500,
                 max_output_tokens=300,
@@ -51,18 +52,26 @@ async def worker(limiter: AsyncLimiter, jobs: asyncio.Queue[int], done: list[flo
 
 
 async def run(url: str, workers: int = 16, jobs_total: int = 500) -> tuple[int, float]:
-    """Returns (jobs done, dollars settled)."""
-    limiter = AsyncLimiter.from_url(url)
-    await limiter.apply_policy(POLICY)
-    jobs: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(jobs_total):
-        jobs.put_nowait(i)
-    done: list[float] = []
-    await asyncio.gather(*(worker(limiter, jobs, done) for _ in range(workers)))
-    await limiter.aclose()
+    """Apply the pool's policy, run the pool; returns (jobs done, dollars settled)."""
+    async with AsyncLimiter.from_url(url) as limiter:
+        await limiter.apply_policy(own_policy(), actor="examples.asyncio_workers")
+        jobs: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(jobs_total):
+            jobs.put_nowait(i)
+        done: list[float] = []
+        await asyncio.gather(*(worker(limiter, jobs, done) for _ in range(workers)))
     return len(done), sum(done)
 
 
+def main() -> None:
+    url = os.environ.get("PRISM_REDIS_URL") or "memory://"
+    (budget,) = own_policy().projects[PROJECT].budgets
+    n, usd = asyncio.run(run(url))
+    print(
+        f"{n} jobs done for ${usd:.6f} before the {budget.id} budget of "
+        f"${budget.usd:g} blocked the pool"
+    )
+
+
 if __name__ == "__main__":
-    n, usd = asyncio.run(run(os.environ.get("PRISM_REDIS_URL", "memory://")))
-    print(f"{n} jobs done for ${usd:.6f} before the nightly budget of $0.02 blocked the pool")
+    main()

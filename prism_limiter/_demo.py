@@ -1,17 +1,21 @@
 """The demo: several worker processes share one budget until it blocks.
 
-It runs against ``--url`` when given, else a private ``redis-server`` it starts (and stops),
-else the embedded ``memory://`` store with threads instead of processes.
+It runs against ``--url`` when given, else ``PRISM_REDIS_URL`` when set, else a private
+``redis-server`` from PATH that it starts on a free port (and stops), else the embedded
+``memory://`` store with threads instead of processes. It never assumes a Redis on
+localhost:6379, and it says which one it uses.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_module
 import random
 import threading
 from contextlib import ExitStack
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prism_limiter._devserver import redis_server, redis_server_binary
 from prism_limiter._limiter import Limiter
@@ -64,19 +68,46 @@ def _work(url: str, worker: int, out: Any) -> None:
         spent += s.cost_usd
 
 
+def _shown(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _choose(url: str | None, stack: ExitStack) -> tuple[str, str, str | None]:
+    """The URL to run on, what it is, and how a shell names it afterwards (None when the
+    store is gone once the demo ends)."""
+    if url is not None:
+        return url, f"the given URL {_shown(url)}", f"'{_shown(url)}'"
+    env = os.environ.get("PRISM_REDIS_URL")
+    if env:
+        return env, f"PRISM_REDIS_URL ({_shown(env)})", '"$PRISM_REDIS_URL"'
+    if redis_server_binary():
+        started = stack.enter_context(redis_server())
+        return started, f"a private redis-server at {started}, stopped when the demo ends", None
+    return (
+        "memory://demo",
+        "the embedded memory:// store (no PRISM_REDIS_URL, no redis-server on PATH): "
+        "threads instead of processes",
+        None,
+    )
+
+
 def run(url: str | None, workers: int) -> int:
+    """Run the demo on ``url``, else ``PRISM_REDIS_URL``, else a private redis-server from
+    PATH, else the embedded store; 0 when every budget stayed within its cap."""
     with ExitStack() as stack:
-        if url is None:
-            url = stack.enter_context(redis_server()) if redis_server_binary() else "memory://demo"
+        url, what, shell_url = _choose(url, stack)
+        print(f"using {what}")
         lim = Limiter.from_url(url)
         version = lim.apply_policy(Policy.from_toml(POLICY), actor="demo").version
-        print(f"policy version {version} applied on {url}")
+        print(f"policy version {version} applied\n")
         embedded = url.startswith("memory://")
-        if not embedded:
-            print(
-                f"tail the audit with:  redis-cli -u {url} XREAD BLOCK 0 STREAMS "
-                f"'{lim.audit_key('search')}' '$'\n"
-            )
         if embedded:
             queue: Any = queue_module.Queue()
             threads = [threading.Thread(target=_work, args=(url, w, queue)) for w in range(workers)]
@@ -115,4 +146,9 @@ def run(url: str | None, workers: int) -> int:
             f"total settled by the workers ${total:.6f};",
             "every budget stayed within its cap" if within else "A BUDGET WENT OVER ITS CAP",
         )
+        if shell_url is not None and urlsplit(url).scheme in ("redis", "rediss"):
+            print(
+                f"\nread the audit trail with:  redis-cli -u {shell_url} XRANGE "
+                f"'{lim.audit_key('search')}' - +"
+            )
     return 0 if within else 1
