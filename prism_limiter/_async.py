@@ -176,7 +176,7 @@ class AsyncLimiter(BaseLimiter):
             self._track(task)
             task.add_done_callback(self._release_orphan)
             raise
-        if raise_denial:
+        if raise_denial and not held.allowed:
             raise_for(held.decision)
         return AsyncReservation(self, held)
 
@@ -185,7 +185,7 @@ class AsyncLimiter(BaseLimiter):
         if task.cancelled() or task.exception() is not None:
             return
         held = task.result()
-        if held.decision.allowed and not held.finished:
+        if held.allowed and not held.finished:
             self._track(asyncio.ensure_future(self._release_held(held)))
 
     def _track(self, future: asyncio.Future[Any]) -> None:

@@ -6,6 +6,8 @@ the Redis requests it needs; the sync and async drivers only execute them.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -62,7 +64,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass(slots=True)
 class Held:
-    """Everything a reservation needs to settle or release without another lookup."""
+    """Everything a reservation needs to settle or release without another lookup.
+
+    The ``Decision`` of an allowed reserve is built on first read (most callers never read
+    it): ``allowed`` and ``degraded`` answer the hot path without building it.
+    """
 
     project: str
     reservation_id: str
@@ -72,8 +78,23 @@ class Held:
     max_output_tokens: int
     price: ModelPrice | None
     budgets: list[BudgetMatch]
-    decision: Decision
+    made: Decision | Callable[[], Decision]  # a factory only for allowed, checked reserves
     finished: bool = field(default=False)
+
+    @property
+    def decision(self) -> Decision:
+        made = self.made
+        if not isinstance(made, Decision):
+            made = self.made = made()
+        return made
+
+    @property
+    def allowed(self) -> bool:
+        return not isinstance(self.made, Decision) or self.made.allowed
+
+    @property
+    def degraded(self) -> bool:
+        return isinstance(self.made, Decision) and self.made.degraded
 
 
 def _config_value(reply: Any) -> str:
@@ -93,6 +114,7 @@ class LimiterCore:
         _validate.name("namespace", settings.namespace)
         self.settings = settings
         self._keys: dict[str, ProjectKeys] = {}
+        self._heads: dict[str, tuple[str | int, ...]] = {}
         self.policies = PolicyStore(
             settings.namespace, settings.audit_maxlen, self.keys, settings.max_projects
         )
@@ -107,20 +129,25 @@ class LimiterCore:
             keys = self._keys[project] = ProjectKeys(self.settings.namespace, project)
         return keys
 
-    def _head(self, project: str, batch: int | None = None) -> list[str | int]:
+    def _head(self, project: str, batch: int | None = None) -> tuple[str | int, ...]:
         s = self.settings
-        return [
+        return (
             project,
             s.audit_maxlen,
             s.usage_retention_days * 86400,
             s.record_retention_s * 1000,
             batch or s.sweep_batch,
-        ]
+        )
 
     def _script(
         self, name: str, project: str, args: list[str | int], batch: int | None = None
     ) -> Script:
-        return Script(name, self.keys(project).script_keys(), [*self._head(project, batch), *args])
+        head = self._heads.get(project) if batch is None else None
+        if head is None:
+            head = self._head(project, batch)
+            if batch is None:
+                self._heads[project] = head
+        return Script(name, self.keys(project).script_keys(), [*head, *args])
 
     @staticmethod
     def _check_reply(reply: list[Any]) -> str:
@@ -249,7 +276,8 @@ class LimiterCore:
                 logger.debug("prism.policy.stale", project=req.project, version=rules.version)
                 self.policies.forget(req.project)
                 continue
-            decision = decision_from_reply(
+            decide = functools.partial(
+                decision_from_reply,
                 kind=kind,
                 reply=reply,
                 project=req.project,
@@ -258,7 +286,7 @@ class LimiterCore:
                 rid=req.reservation_id,
                 budgets=plan.budgets,
             )
-            return Held(
+            fields = (
                 req.project,
                 req.reservation_id,
                 plan.entry.canonical,
@@ -267,8 +295,10 @@ class LimiterCore:
                 plan.out_tokens,
                 plan.price,
                 plan.budgets,
-                decision,
             )
+            if kind == "ok":  # the common case: the decision is built if it is read
+                return Held(*fields, decide)
+            return Held(*fields, decide())
         raise PrismLimiterError(f"policy of {project!r} kept changing during one reserve")
 
     def _degraded(self, exc: BackendUnavailable, req: Request) -> Held:
@@ -349,7 +379,7 @@ class LimiterCore:
         is logged as ``prism.settle.unbooked`` with everything needed to replay it (see the
         README); open mode then returns a ``degraded`` settlement, closed mode raises.
         """
-        if held is not None and not held.decision.allowed:
+        if held is not None and not held.allowed:
             raise InvalidRequest(
                 f"this reservation was denied ({held.decision.reason}): {held.decision.message};"
                 " there is nothing to settle"
@@ -429,7 +459,7 @@ class LimiterCore:
                     f"the stored record of reservation {rid!r} is unreadable; pass model= to"
                     " settle it, or release it"
                 )
-        if held is not None and not held.decision.degraded:
+        if held is not None and not held.degraded:
             price, budgets = held.price, held.budgets
         else:
             rules = yield from self.rules(project)
@@ -513,11 +543,11 @@ class LimiterCore:
         return bool(as_int(reply[1]))
 
     def release_held(self, held: Held) -> Op[bool]:
-        if not held.decision.allowed:
+        if not held.allowed:
             raise InvalidRequest(
                 f"this reservation was denied ({held.decision.reason}): there is nothing to release"
             )
-        if held.decision.degraded:
+        if held.degraded:
             return False
         released = yield from self.release(held.project, held.reservation_id)
         held.finished = True

@@ -164,7 +164,8 @@ class Limiter(BaseLimiter):
             reservation_id=reservation_id,
             provider=provider,
         )
-        raise_for(r.decision)
+        if not r.allowed:
+            raise_for(r.decision)
         return r
 
     def settle(

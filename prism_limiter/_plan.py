@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from dataclasses import dataclass
 
 from prism_limiter import _validate
@@ -55,7 +55,7 @@ def request(
         else _validate.tokens("max_cache_write_tokens", max_cache_write_tokens),
         tags=_validate.tags(tags),
         ttl_s=None if ttl_s is None else _validate.seconds("ttl_s", ttl_s),
-        reservation_id=uuid.uuid4().hex
+        reservation_id=os.urandom(16).hex()
         if reservation_id is None
         else _validate.reservation_id(reservation_id),
         provider=None if provider is None else _provider(provider),
@@ -102,9 +102,12 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
     if writes is None and pol is not None:
         writes = pol.default_max_cache_write_tokens
     hold = price.hold_nano(req.est_tokens, out_tokens, writes) if price else 0
-    budgets = rules.budgets(entry, req.tags) if denial is None else []
-    limits = rules.rate_limits(entry, req.tags) if denial is None else []
     ttl_s = req.ttl_s or (pol.hold_ttl_s if pol else DEFAULT_HOLD_TTL_S)
+    if denial is None:
+        shape = rules.shape(entry, req.tags)
+        budgets, tags, dims, instances = shape.budgets, shape.tags_json, shape.dims, shape.instances
+    else:  # nothing is checked or held: only the audit entry needs the tags
+        budgets, tags, dims, instances = [], tags_json(req.tags), "", (0, 0)
     args: list[str | int] = [
         str(rules.version),
         req.reservation_id,
@@ -112,18 +115,13 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         hold,
         int(ttl_s * 1000),
         entry.canonical,
-        tags_json(req.tags),
-        LS.join(usage_dimensions(entry.canonical, req.tags)),
+        tags,
+        dims,
         req.est_tokens,
         out_tokens,
         flags,
-        len(budgets),
+        *instances,
     ]
-    for b in budgets:
-        args += b.script_args()
-    args.append(len(limits))
-    for lim in limits:
-        args += lim.script_args()
     return ReservePlan(out_tokens, entry, price, budgets, args, denial)
 
 

@@ -68,4 +68,4 @@ def text(value: Any) -> str:
 
 
 def as_int(value: Any) -> int:
-    return int(value) if not isinstance(value, bytes) else int(value.decode())
+    return int(value)  # int() reads bytes and str replies too

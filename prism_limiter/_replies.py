@@ -13,10 +13,22 @@ from prism_limiter._records import BudgetState, BudgetWarning, Decision, Settlem
 from prism_limiter._rules import BudgetMatch
 from prism_limiter.errors import InvalidRequest
 
+_MOMENTS: dict[int, datetime] = {}  # period boundaries repeat on every reply
+
 
 def ts(seconds: Any) -> datetime | None:
-    value = as_int(seconds)
-    return datetime.fromtimestamp(value, UTC) if value else None
+    value = int(seconds)
+    if not value:
+        return None
+    moment = _MOMENTS.get(value)
+    if moment is None:
+        if len(_MOMENTS) >= 4096:
+            _MOMENTS.clear()
+        try:
+            moment = _MOMENTS[value] = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):  # not a time this platform can hold
+            return None
+    return moment
 
 
 def _budget_label(budget: str, split: str | None) -> str:

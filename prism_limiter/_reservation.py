@@ -44,12 +44,12 @@ class _ReservationBase:
 
     @property
     def allowed(self) -> bool:
-        return self._held.decision.allowed
+        return self._held.allowed
 
     @property
     def open(self) -> bool:
         """True while the hold is live (not settled, released, denied or degraded)."""
-        return self._held.decision.allowed and not self._held.finished
+        return self._held.allowed and not self._held.finished
 
     def _log_estimate(self) -> None:
         logger.warning(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from prism_limiter import _validate
-from prism_limiter._keys import LS, instance_id
+from prism_limiter._keys import LS, instance_id, usage_dimensions
 from prism_limiter._money import usd_to_nano
 from prism_limiter._names import Resolved, key_forms, resolve
 from prism_limiter._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
@@ -82,6 +83,19 @@ def _thresholds(cap_nano: int, warn_at: tuple[float, ...]) -> str:
     return ",".join(f"{math.ceil(cap_nano * f)}:{f:g}" for f in sorted(warn_at))
 
 
+_SHAPES_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """The parts of a reserve that depend only on the model and the tags."""
+
+    budgets: list[BudgetMatch]
+    tags_json: str
+    dims: str  # attribution rows, joined by LS
+    instances: tuple[str | int, ...]  # reserve.lua's ARGV from the budget count on
+
+
 class ProjectRules:
     """Compiled once per policy version; every method is pure and cheap."""
 
@@ -101,6 +115,7 @@ class ProjectRules:
         # Negotiated prices under every spelling of their name: (the name in lower case, price).
         self._prices: dict[str, tuple[str, ModelPrice]] = {}
         self._entries: dict[tuple[str, str | None, bool], ModelEntry] = {}
+        self._shapes: dict[tuple[int, tuple[tuple[str, str], ...]], RequestShape] = {}
         self._caps: dict[str, tuple[int, str, str]] = {}
         self._allow: tuple[str, ...] = ()
         self._deny: tuple[str, ...] = ()
@@ -187,6 +202,34 @@ class ProjectRules:
             split = tags.get(r.split_by) if r.split_by else None
             out.append(RateMatch(r, split, "r:" + instance_id(r.id, split)))
         return out
+
+    def shape(self, entry: ModelEntry, tags: dict[str, str]) -> RequestShape:
+        """What a request for this model with these tags needs, built once per tag set.
+
+        Requests repeat the same few models and tag sets: the matched instances, the tags JSON,
+        the attribution rows and the script arguments of the instances are kept (at most
+        ``_SHAPES_KEPT`` of them; then the cache starts again).
+        """
+        key = (id(entry), tuple(tags.items()))
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= _SHAPES_KEPT:
+                self._shapes.clear()
+            budgets = self.budgets(entry, tags)
+            limits = self.rate_limits(entry, tags)
+            instances: list[str | int] = [len(budgets)]
+            for b in budgets:
+                instances += b.script_args()
+            instances.append(len(limits))
+            for lim in limits:
+                instances += lim.script_args()
+            shape = self._shapes[key] = RequestShape(
+                budgets=budgets,
+                tags_json=json.dumps(tags, separators=(",", ":"), ensure_ascii=False),
+                dims=LS.join(usage_dimensions(entry.canonical, tags)),
+                instances=tuple(instances),
+            )
+        return shape
 
     def budget_instance(self, budget: str, split_value: str | None) -> tuple[str, str]:
         """Instance id and label of one budget instance named by a caller (overrides)."""

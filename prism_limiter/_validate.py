@@ -95,6 +95,11 @@ def tag_value(key: str, value: object) -> str:
     return value
 
 
+# Tag sets already checked (exactly these str keys and values, in this order) -> the sorted
+# result: callers repeat a handful of tag sets, so the checks run once per set.
+_VALID_TAGS: dict[tuple[tuple[object, object], ...], tuple[tuple[str, str], ...]] = {}
+
+
 def tags(value: object) -> dict[str, str]:
     """Tags as a plain sorted dict; at most 16, keys are names, values printable strings."""
     if value is None:
@@ -103,8 +108,19 @@ def tags(value: object) -> dict[str, str]:
         raise InvalidRequest(f"tags must be a mapping of str to str, got {type(value).__name__}")
     if len(value) > MAX_TAGS:
         raise InvalidRequest(f"at most {MAX_TAGS} tags are allowed, got {len(value)}")
+    items = tuple(value.items())
+    try:
+        known = _VALID_TAGS.get(items)
+    except TypeError:  # an unhashable key or value: refused below
+        known = None
+    if known is not None:
+        return dict(known)
     out = {name("tag key", k): tag_value(k, v) for k, v in value.items()}
-    return dict(sorted(out.items()))
+    checked = dict(sorted(out.items()))
+    if len(_VALID_TAGS) >= 10_000:
+        _VALID_TAGS.clear()
+    _VALID_TAGS[items] = tuple(checked.items())
+    return checked
 
 
 def text(kind: str, value: object, *, limit: int = 256) -> str:
