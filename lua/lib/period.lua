@@ -79,10 +79,17 @@ local PERIOD_KINDS = {day = true, week = true, month = true, quarter = true, yea
   total = true}
 
 -- Whether a period spec can be computed (a stored spec may be damaged: it is then ignored).
+local SPECS_OK, SPECS_SEEN = {}, 0 -- specs already checked, kept across calls
 local function spec_ok(spec)
   if type(spec) ~= 'string' then return false end
-  local kind = string.match(spec, '^(%a+):[01]:.+$')
-  return kind ~= nil and PERIOD_KINDS[kind] == true
+  local ok = SPECS_OK[spec]
+  if ok == nil then
+    local kind = string.match(spec, '^(%a+):[01]:.+$')
+    ok = kind ~= nil and PERIOD_KINDS[kind] == true
+    if SPECS_SEEN >= 1024 then SPECS_OK, SPECS_SEEN = {}, 0 end
+    SPECS_OK[spec], SPECS_SEEN = ok, SPECS_SEEN + 1
+  end
+  return ok
 end
 
 -- Returns start_s, end_s of the period holding now_s; total gives 0, 0 (never ends).

@@ -334,13 +334,20 @@ end
 -- The context of one call: keys, the common ARGV head, the server clock. Every script calls it
 -- first. A malformed head sets BAD_HEAD (the script then refuses before reading anything).
 local USAGE_DAY, USAGE_DAY_UNTIL = nil, 0 -- the UTC day's key suffix, kept across calls
+local HEAD = {} -- the last common ARGV head and its parse, kept across calls
 local function begin(keys, argv)
   KEYS, ARGV = keys, argv
   K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = keys[1], keys[2], keys[3], keys[4]
   K_LEASES, K_DONE, K_AUDIT = keys[5], keys[6], keys[7]
   PROJECT = argv[1]
-  AUDIT_MAXLEN, USAGE_TTL_S = int(argv[2]), int(argv[3])
-  RETENTION_MS, SWEEP_BATCH = int(argv[4]), int(argv[5])
+  local h = HEAD
+  if not (h[1] == argv[2] and h[2] == argv[3] and h[3] == argv[4] and h[4] == argv[5]) then
+    -- a new head (the same one comes on every call of a limiter): parse it once
+    h = {argv[2], argv[3], argv[4], argv[5], int(argv[2]), int(argv[3]), int(argv[4]),
+      int(argv[5])}
+    HEAD = h
+  end
+  AUDIT_MAXLEN, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH = h[5], h[6], h[7], h[8]
   BAD_HEAD = not (AUDIT_MAXLEN and USAGE_TTL_S and RETENTION_MS and SWEEP_BATCH)
   DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
   local t = redis.call('TIME')
