@@ -1,9 +1,12 @@
-"""Property: the ledger stays exact through any sequence of reserve, settle, release and expiry.
+"""Model-based: the ledger stays exact through any sequence of reserve, settle, release, expiry.
 
 Zero, tiny, huge and cache-writing usages, split and unsplit rate limits. After every step:
 held and spent are non-negative integers, each budget's held equals the sum of its live holds,
-each rate instance counts exactly its live holds, and spent <= cap while every settle stayed
-within its hold.
+each rate instance counts exactly its live holds, spent <= cap while every settle stayed within
+its hold; and against a reference model: each budget's spent and the attribution total equal
+what the model booked (settles, charged expiries, late corrections), each audited event appears
+exactly as often as the model made it happen, and every reservation ended exactly once. The same
+machine runs on real Redis and on memory://.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import hypothesis.strategies as st
-import redis
+import pytest
 from _helpers import budget_state, rate_state
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -61,10 +64,13 @@ def _rates_of(customer: str | None) -> list[str]:
     return [split, "r:slots"]
 
 
-def test_ledger_properties(redis_url: str) -> None:
-    """Invariants hold after every step of random operation sequences (sync face)."""
-    client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
-    lim = Limiter.from_url(redis_url)
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_ledger_properties(redis_url: str, backend: str) -> None:
+    """Invariants hold after every step of random operation sequences (sync face), against a
+    reference model of what each budget and the attribution total must have booked."""
+    url = redis_url if backend == "redis" else "memory://ledger-properties"
+    lim = Limiter.from_url(url)
+    client: Any = lim.client
     policy = Policy.from_toml(POLICY)
 
     class Ledger(RuleBasedStateMachine):
@@ -76,6 +82,16 @@ def test_ledger_properties(redis_url: str) -> None:
             self.live: dict[str, tuple[int, list[str], list[str], int, int, Any]] = {}
             self.ended: list[str] = []
             self.within_holds = True
+            # The reference model: what must be booked, and how each reservation ended.
+            self.spent: dict[str, int] = {}
+            self.total = 0
+            self.how: dict[str, tuple[str, int, list[str]]] = {}  # rid -> (how, hold, budgets)
+            self.events = {"hold.expired": 0, "settle.over_estimate": 0, "settle.late": 0}
+
+        def book(self, budgets: list[str], amount: int) -> None:
+            for iid in budgets:
+                self.spent[iid] = max(0, self.spent.get(iid, 0) + amount)
+            self.total += amount
 
         @rule(
             customer=st.sampled_from(["a", "b", None]),
@@ -95,7 +111,7 @@ def test_ledger_properties(redis_url: str) -> None:
         @rule(data=st.data(), shape=st.sampled_from(SHAPES))
         def settle(self, data: st.DataObject, shape: str) -> None:
             rid = data.draw(st.sampled_from(sorted(self.live)))
-            _, _, _, est, out, r = self.live.pop(rid)
+            hold, budgets, _, est, out, r = self.live.pop(rid)
             counts = {"input_tokens": est, "output_tokens": out}
             if shape == "under":
                 counts = {"input_tokens": est // 2, "output_tokens": out // 3}
@@ -111,13 +127,18 @@ def test_ledger_properties(redis_url: str) -> None:
                 counts = {"input_tokens": est * 3 + 10, "output_tokens": out + 10}
             s = r.settle(**counts)
             self.within_holds = self.within_holds and not s.over_estimate
+            self.events["settle.over_estimate"] += s.over_estimate
+            self.book(budgets, round(s.cost_usd * 1e9))
+            self.how[rid] = ("settled", hold, budgets)
             self.ended.append(rid)
 
         @precondition(lambda self: self.live)
         @rule(data=st.data())
         def release(self, data: st.DataObject) -> None:
             rid = data.draw(st.sampled_from(sorted(self.live)))
-            assert self.live.pop(rid)[5].release()
+            hold, budgets, *_, r = self.live.pop(rid)
+            assert r.release()
+            self.how[rid] = ("released", hold, budgets)
             self.ended.append(rid)
 
         @precondition(lambda self: self.live)
@@ -126,7 +147,10 @@ def test_ledger_properties(redis_url: str) -> None:
             rid = data.draw(st.sampled_from(sorted(self.live)))
             client.zadd("prism:{p}:leases", {rid: 0})  # its lease has run out
             assert lim.sweep("p") == 1
-            del self.live[rid]
+            hold, budgets, *_ = self.live.pop(rid)
+            self.book(budgets, hold)  # every budget here charges an expired hold
+            self.events["hold.expired"] += 1
+            self.how[rid] = ("expired", hold, budgets)
             self.ended.append(rid)
 
         @precondition(lambda self: self.ended)
@@ -135,8 +159,14 @@ def test_ledger_properties(redis_url: str) -> None:
             rid = data.draw(st.sampled_from(self.ended))
             assert not lim.release("p", rid)
             again = lim.settle("p", rid, input_tokens=1, output_tokens=1)
-            assert again.first is (again.late and not again.unknown)
-            self.within_holds = False if again.first else self.within_holds
+            how, hold, budgets = self.how[rid]
+            assert again.first is (how != "settled") and again.late is (how != "settled")
+            if again.first:  # a correction, booked once
+                cost = round(again.cost_usd * 1e9)
+                self.book(budgets, cost - (hold if how == "expired" else 0))
+                self.how[rid] = ("settled", hold, budgets)
+                self.events["settle.late"] += 1
+                self.within_holds = False
 
         @invariant()
         def ledger_is_exact(self) -> None:
@@ -160,6 +190,25 @@ def test_ledger_properties(redis_url: str) -> None:
                     assert state["spent"] <= CAPS[iid.split("=")[0]], iid
             for iid in {k for k in hot if k.startswith("r:")} | set(slots):
                 assert rate_state(client, "p", iid)["holds"] == slots.get(iid, 0), iid
+            for iid, expected in self.spent.items():
+                assert budget_state(client, "p", iid)["spent"] == expected, iid
+
+        @invariant()
+        def attribution_and_audit_agree(self) -> None:
+            report = lim.usage("p")
+            assert round(report.total.cost_usd * 1e9) == self.total
+            assert sum(r.requests for r in report.by_model.values()) == report.total.requests
+            counts: dict[str, int] = {}
+            for _, fields in client.xrange("prism:{p}:audit"):
+                event = fields[b"event"].decode()
+                counts[event] = counts.get(event, 0) + 1
+            for event, expected in self.events.items():
+                assert counts.get(event, 0) == expected, event
+            states = {
+                k.decode(): v.decode()[0] for k, v in client.hgetall("prism:{p}:holds").items()
+            }
+            assert all(states[rid] == "H" for rid in self.live)
+            assert all(states[rid] in "SAX" + "RE" for rid in self.how)
 
     try:
         Ledger.TestCase.settings = settings(
@@ -171,4 +220,3 @@ def test_ledger_properties(redis_url: str) -> None:
         Ledger.TestCase().runTest()
     finally:
         lim.close()
-        client.close()
