@@ -206,6 +206,10 @@ class LimiterCore:
     def rules(self, project: str) -> Op[ProjectRules]:
         return (yield from self.policies.rules(project))
 
+    def projects(self) -> Op[list[str]]:
+        yield from self._preflight()
+        return (yield from self.policies.projects())
+
     # -- reserve ----------------------------------------------------------------------------
 
     def reserve(
