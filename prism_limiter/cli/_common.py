@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from rich.console import Console
@@ -29,6 +29,7 @@ DEFAULT_URL = "redis://localhost:6379/0"
 URL_ENV = "PRISM_REDIS_URL"
 
 Handler = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -75,9 +76,9 @@ def command(
 
 
 @contextmanager
-def limiter(args: argparse.Namespace) -> Iterator[Limiter]:
+def limiter(args: argparse.Namespace, socket_timeout: float = 1.0) -> Iterator[Limiter]:
     """A limiter on ``--url`` / ``--namespace``; a bad URL is a usage error (exit 2)."""
-    lim = Limiter.from_url(args.url, args.namespace)
+    lim = Limiter.from_url(args.url, args.namespace, socket_timeout=socket_timeout)
     try:
         yield lim
     finally:
@@ -89,6 +90,14 @@ def call(client: Any, *command: str | int) -> Any:
     (``BackendUnavailable`` when Redis cannot serve)."""
     try:
         return client.execute_command(*command)
+    except redis.RedisError as exc:
+        raise map_error(exc) from exc
+
+
+def guarded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` (a redis-py client method), its failures mapped like ``call``."""
+    try:
+        return fn(*args, **kwargs)
     except redis.RedisError as exc:
         raise map_error(exc) from exc
 
@@ -120,7 +129,7 @@ def day(value: str) -> date:
 def moment(value: str) -> datetime:
     """A point in time: ``YYYY-MM-DD`` (its UTC midnight), an ISO-8601 datetime (naive is UTC),
     or a duration ago (``90s``, ``15m``, ``2h``, ``7d``)."""
-    ago = _duration(value)
+    ago = _duration(value) if value[-1:] in tuple(_UNIT_S)[1:] else None
     if ago is not None:
         return datetime.now(UTC) - ago
     try:
