@@ -42,8 +42,12 @@ class StoredOverride:
     budget: str
     split_value: str | None
     extra_usd: float
-    until: datetime
+    until_ms: int
     live: bool = field(default=True)
+
+    @property
+    def until(self) -> datetime:
+        return datetime.fromtimestamp(self.until_ms / 1000, UTC)
 
 
 def overrides(client: Any, namespace: str, project: str) -> list[StoredOverride]:
@@ -70,7 +74,7 @@ def overrides(client: Any, namespace: str, project: str) -> list[StoredOverride]
                 budget=budget,
                 split_value=split or None,
                 extra_usd=nano_to_usd(int(value)),
-                until=datetime.fromtimestamp(until_ms / 1000, UTC),
+                until_ms=until_ms,
                 live=until_ms > now_ms,
             )
         )
