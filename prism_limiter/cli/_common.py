@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import redis
 from rich.console import Console
@@ -83,6 +83,16 @@ def limiter(args: argparse.Namespace, socket_timeout: float = 1.0) -> Iterator[L
         yield lim
     finally:
         lim.close()
+
+
+@contextmanager
+def output(path: str | None) -> Iterator[TextIO]:
+    """The file ``--output`` names (created or replaced), else stdout (left open)."""
+    if path is None:
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8", newline="") as sink:
+        yield sink
 
 
 def call(client: Any, *command: str | int) -> Any:

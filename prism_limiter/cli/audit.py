@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import Any, TextIO
+from typing import Any
 
 from redis.cluster import RedisCluster
 from rich.text import Text
@@ -27,6 +27,7 @@ from prism_limiter.cli._common import (
     limiter,
     moment,
     out,
+    output,
     text,
     write_json_line,
 )
@@ -248,17 +249,12 @@ def export(args: argparse.Namespace) -> int:
     project = check_name("project", args.project)
     if args.end <= args.start:
         raise UsageError("--to must be after --from")
-    sink: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        with limiter(args) as lim:
-            key = lim.audit_key(project)
-            start, end = str(epoch_ms(args.start)), str(epoch_ms(args.end) - 1)
-            for entry in xrange(lim.client, key, project, start, end):
-                if matches(entry, args.event):
-                    sink.write(_jsonl(entry))
-    finally:
-        if sink is not sys.stdout:
-            sink.close()
+    with output(args.output) as sink, limiter(args) as lim:
+        key = lim.audit_key(project)
+        start, end = str(epoch_ms(args.start)), str(epoch_ms(args.end) - 1)
+        for entry in xrange(lim.client, key, project, start, end):
+            if matches(entry, args.event):
+                sink.write(_jsonl(entry))
     return OK
 
 
