@@ -33,7 +33,7 @@ exit codes:
   3  Redis unavailable (unreachable, refusing writes, or evicting keys)"""
 
 # One module per command group, each with ``register(subparsers)``; in the order of --help.
-COMMANDS = ("status", "report", "policy", "audit", "override", "export", "demo")
+COMMANDS = ("status", "report", "policy", "audit", "override", "export", "doctor", "demo")
 
 
 def parser() -> argparse.ArgumentParser:
