@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-WIDTH = 24
+WIDTH = 12
 
 
 def cells(parts: list[float], whole: float, width: int = WIDTH) -> list[int]:

@@ -60,13 +60,20 @@ def json_flag(parser: argparse.ArgumentParser, what: str = "the data") -> None:
 
 
 def command(
-    sub: Any, name: str, handler: Handler, help_text: str, *, redis_options: bool = True
+    sub: Any,
+    name: str,
+    handler: Handler,
+    help_text: str,
+    *,
+    description: str | None = None,
+    redis_options: bool = True,
 ) -> argparse.ArgumentParser:
-    """A subcommand with its handler, ``--help`` from ``help_text`` and the connection options."""
+    """A subcommand with its handler, its line in the parent's --help (``help_text``), its own
+    ``--help`` (``description``, else the same line) and the connection options."""
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help_text,
-        description=help_text,
+        description=description or help_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=handler)

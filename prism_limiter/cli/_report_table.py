@@ -132,8 +132,8 @@ def footer(report: Report) -> list[str]:
 
 
 def _date(moment: datetime | None, zone: str) -> str:
-    """The local day (periods start at local midnight; a run-out date needs no minutes)."""
-    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %Z}" if moment else "-"
+    """In the budget's zone (a daily cap runs out at an hour, not just on a day)."""
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z}" if moment else "-"
 
 
 def budgets_table(report: Report) -> Table:

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
         description="Tail or export the audit streams (see the README).",
     )
     cmds = group.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    p = command(cmds, "tail", tail, TAIL_HELP)
+    p = command(cmds, "tail", tail, "the last entries, or follow new ones", description=TAIL_HELP)
     p.add_argument("project", nargs="?", metavar="PROJECT")
     p.add_argument("--all", action="store_true", help="every project of the namespace")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
@@ -59,7 +59,9 @@ def register(sub: Any) -> None:
     p.add_argument("--since", type=moment, help="from this time: a day, ISO time or 15m/2h/7d ago")
     p.add_argument("-n", "--lines", type=int, default=10, help="without --since: the last N")
     json_flag(p, "one entry per line")
-    p = command(cmds, "export", export, EXPORT_HELP)
+    p = command(
+        cmds, "export", export, "entries of a time range as JSON lines", description=EXPORT_HELP
+    )
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("--from", dest="start", type=moment, required=True, help="a day or ISO time")
     p.add_argument(

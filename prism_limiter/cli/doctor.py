@@ -46,7 +46,7 @@ class Check:
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "doctor", run, HELP)
+    p = command(sub, "doctor", run, "can this Redis keep the spend guarantee?", description=HELP)
     json_flag(p, "the checks")
 
 

@@ -30,7 +30,9 @@ def register(sub: Any) -> None:
         description="Export spend for other tools.",
     )
     cmds = group.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
-    p = command(cmds, "focus", focus, FOCUS_HELP)
+    p = command(
+        cmds, "focus", focus, "a FinOps FOCUS 1.2 CSV for one month", description=FOCUS_HELP
+    )
     p.add_argument("project", nargs="?", metavar="PROJECT")
     p.add_argument("--period", type=month, required=True, help="the month, YYYY-MM (UTC)")
     p.add_argument("--output", "-o", help="write to this file (default: stdout)")

@@ -48,7 +48,13 @@ CSV_FIELDS = (
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "report", run, HELP)
+    p = command(
+        sub,
+        "report",
+        run,
+        "spend per model, tag or day: unit costs, cache savings, burn rate",
+        description=HELP,
+    )
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("--by", default="model", type=_by, help="model (default), tag:<key> or day")
     p.add_argument("--from", dest="start", type=day, help="first UTC day (default: the 1st)")

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -35,7 +36,9 @@ spend passed, and the overrides in force. Exit 1 when a budget is past a warn th
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "status", run, HELP)
+    p = command(
+        sub, "status", run, "every budget: spent, held, left, resets, warnings", description=HELP
+    )
     p.add_argument("project", nargs="?", metavar="PROJECT")
     json_flag(p)
 
@@ -109,18 +112,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _when(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M %Z}" if moment else "never"
+    """Periods start and end at local midnight: the day and the zone say it all."""
+    return f"{moment:%Y-%m-%d %Z}" if moment else "never"
+
+
+def _money(value: float) -> str:
+    """Six places below a dollar (small caps matter), four above."""
+    return usd(value, 4 if abs(value) >= 1 else 6)
 
 
 def render(project: str, project_rows: list[dict[str, Any]]) -> None:
     console = out()
-    table = Table(title=Text(project, style="bold"), title_justify="left", expand=False)
+    if not project_rows:
+        console.print(Text(f"{project}: no budgets"))
+        return
+    table = Table(
+        title=Text(project, style="bold"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+    )
     table.add_column("budget")
-    table.add_column("spent / held / remaining")
-    for name in ("spent", "held", "remaining", "cap"):
-        table.add_column(name, justify="right")
+    table.add_column("used", no_wrap=True)  # spent / held / left of the cap
+    for name in ("spent", "held", "cap"):
+        table.add_column(name, justify="right", no_wrap=True)
     table.add_column("resets")
-    table.add_column("warnings")
+    table.add_column("notes")
+    live: list[str] = []
     for row in project_rows:
         s: BudgetState = row["state"]
         name = s.budget + (f" [{s.split_value}]" if s.split_value else "")
@@ -129,18 +147,20 @@ def render(project: str, project_rows: list[dict[str, Any]]) -> None:
             notes.append("at cap")
         o: StoredOverride | None = row["override"]
         if o is not None:
-            notes.append(f"override +{usd(o.extra_usd, 2)} until {o.until:%Y-%m-%d %H:%M} UTC")
+            notes.append("override")
+            live.append(
+                f"  override {name}: +{usd(o.extra_usd, 2)} (in the cap) until"
+                f" {o.until:%Y-%m-%d %H:%M} UTC"
+            )
         table.add_row(
             Text(name),
             budget_bar(s.spent_usd, s.held_usd, s.cap_usd, row["warn_at"]),
-            usd(s.spent_usd),
-            usd(s.held_usd),
-            usd(s.remaining_usd),
+            _money(s.spent_usd),
+            _money(s.held_usd),
             usd(s.cap_usd, 2),
             _when(row["resets_local"]),
-            Text("; ".join(notes) or "-"),
+            Text(", ".join(notes) or "-"),
         )
-    if not project_rows:
-        console.print(Text(f"{project}: no budgets"))
-        return
     console.print(table)
+    for line in live:
+        console.print(Text(line))

@@ -73,7 +73,7 @@ def test_status_of_every_project(redis_url: str, lim: Limiter) -> None:
     assert "$0.001050" in out  # monthly spent
     assert "$0.000210" in out  # the live hold
     assert "past 50%" in out and "past 80%" not in out
-    assert "override +$0.01 until" in out
+    assert "override monthly: +$0.01 (in the cap) until" in out
     assert "CET" in out  # resets at local midnight in Europe/Paris
     assert "█" in out and "▒" in out and "░" in out
 

@@ -32,5 +32,5 @@ def test_bar_cells() -> None:
     assert cells([2.0, 1.0], 1.0, 24) == [24, 0]  # over the cap: clipped
     assert cells([1.0], 0.0, 24) == [0]
     bar = budget_bar(0.5, 0.25, 1.0, (0.8,))
-    assert bar.plain == "█" * 12 + "▒" * 6 + "░" * 6
+    assert bar.plain == "█" * 6 + "▒" * 3 + "░" * 3
     assert len(bar.plain) == WIDTH
