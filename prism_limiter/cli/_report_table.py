@@ -140,7 +140,7 @@ def budgets_table(report: Report) -> Table:
     width = max(len(b.state.budget) + len(b.state.split_value or "") + 3 for b in report.budgets)
     table = _table(
         "budgets: the burn rate of this period so far, and where it leads",
-        ["budget", "spent", "cap", "$/day", "at\nreset", "cap\nruns out"],
+        ["budget", "spent", "cap", "$/day", "forecast\nat reset", "cap\nruns out"],
         width,
     )
     for b in report.budgets:

@@ -132,7 +132,8 @@ def render(project: str, project_rows: list[dict[str, Any]]) -> None:
         box=box.SIMPLE_HEAD,
         show_edge=False,
     )
-    table.add_column("budget")
+    names = [len(r["state"].budget) + len(r["state"].split_value or "") + 3 for r in project_rows]
+    table.add_column("budget", min_width=min(max(names), 24))
     table.add_column("used", no_wrap=True)  # spent / held / left of the cap
     for name in ("spent", "held", "cap"):
         table.add_column(name, justify="right", no_wrap=True)
