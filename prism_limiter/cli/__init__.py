@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return FINDING
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `prism-limiter audit tail ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `prism-limiter audit tail ... | head`: the reader has gone
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return code

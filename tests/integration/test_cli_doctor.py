@@ -10,7 +10,7 @@ import pytest
 from _cli import cli
 
 from prism_limiter import Limiter, Policy
-from prism_limiter.cli.doctor import Check, clock, cluster, replication, version
+from prism_limiter.cli._checks import Check, clock, cluster, replication, version
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
