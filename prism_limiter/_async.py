@@ -99,6 +99,10 @@ class AsyncLimiter(BaseLimiter):
         denied ``no-policy``); audited ``policy.removed``."""
         return await self._run(self._core.remove_policy(project, actor))
 
+    async def projects(self) -> list[str]:
+        """Every project this namespace knows, sorted (see ``Limiter.projects``)."""
+        return await self._run(self._core.projects())
+
     def try_reserve(
         self,
         project: str,

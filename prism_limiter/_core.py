@@ -10,6 +10,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from time import perf_counter
 from typing import Any, Literal
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from prism_limiter import _validate
 from prism_limiter._breaker import Breaker
 from prism_limiter._keys import LS, ProjectKeys
+from prism_limiter._listener import Listener
 from prism_limiter._log import logger
 from prism_limiter._money import nano_to_usd, usd_to_nano
 from prism_limiter._plan import Request, plan_reserve, request, settle_fallback
@@ -120,6 +122,14 @@ class LimiterCore:
         )
         self._memory_policy_checked = False
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.listener: Listener | None = None  # an observer (metrics); see _listener
+
+    def _emit(self, event: str, *args: Any, **kwargs: Any) -> None:
+        """Tell the listener; its failure is logged, never raised into the caller's call."""
+        try:
+            getattr(self.listener, event)(*args, **kwargs)
+        except Exception as exc:
+            logger.warning("prism.listener.failed", hook=event, error=repr(exc))
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -233,6 +243,10 @@ class LimiterCore:
     def rules(self, project: str) -> Op[ProjectRules]:
         return (yield from self.policies.rules(project))
 
+    def projects(self) -> Op[list[str]]:
+        yield from self._preflight()
+        return (yield from self.policies.projects())
+
     # -- reserve ----------------------------------------------------------------------------
 
     def reserve(
@@ -259,6 +273,7 @@ class LimiterCore:
             reservation_id=reservation_id,
             provider=provider,
         )
+        t0 = perf_counter() if self.listener is not None else 0.0
         for _ in range(_MAX_STALE_RETRIES + 1):
             try:
                 yield from self._preflight()
@@ -270,7 +285,10 @@ class LimiterCore:
                     continue
                 reply = yield self._script("reserve", req.project, plan.args)
             except BackendUnavailable as exc:
-                return self._degraded(exc, req)
+                degraded = self._degraded(exc, req)
+                if self.listener is not None:
+                    self._emit("reserved", degraded, perf_counter() - t0)
+                return degraded
             kind = self._check_reply(reply)
             if kind == "stale":
                 logger.debug("prism.policy.stale", project=req.project, version=rules.version)
@@ -296,9 +314,11 @@ class LimiterCore:
                 plan.price,
                 plan.budgets,
             )
-            if kind == "ok":  # the common case: the decision is built if it is read
-                return Held(*fields, decide)
-            return Held(*fields, decide())
+            # The common case, ok: the decision is built only if it is read.
+            held = Held(*fields, decide if kind == "ok" else decide())
+            if self.listener is not None:
+                self._emit("reserved", held, perf_counter() - t0)
+            return held
         raise PrismLimiterError(f"policy of {project!r} kept changing during one reserve")
 
     def _degraded(self, exc: BackendUnavailable, req: Request) -> Held:
@@ -309,6 +329,8 @@ class LimiterCore:
         cannot be checked. A project this worker never loaded is allowed unchecked.
         """
         if self.settings.failure_mode == "closed":
+            if self.listener is not None:
+                self._emit("unavailable", "reserve", req.project)
             raise exc
         cached = self.policies.cached(req.project)
         plan = plan_reserve(cached, req) if cached is not None else None
@@ -388,18 +410,17 @@ class LimiterCore:
         rid = _validate.reservation_id(reservation_id)
         tag_map = _validate.tags(tags) if held is None else held.tags
         model = _validate.model(model) if model is not None else (held.model if held else None)
+        t0 = perf_counter() if self.listener is not None else 0.0
         try:
-            return (
-                yield from self._settle(
-                    project,
-                    rid,
-                    usage,
-                    held=held,
-                    model=model,
-                    tags=tag_map,
-                    provider=provider,
-                    estimate=estimate,
-                )
+            booked, model = yield from self._settle(
+                project,
+                rid,
+                usage,
+                held=held,
+                model=model,
+                tags=tag_map,
+                provider=provider,
+                estimate=estimate,
             )
         except BackendUnavailable as exc:
             u = usage
@@ -417,10 +438,12 @@ class LimiterCore:
                 error=str(exc),
             )
             if self.settings.failure_mode == "closed":
+                if self.listener is not None:
+                    self._emit("unavailable", "settle", project)
                 raise
             price = held.price if held is not None else None
             cost = nano_to_usd(price.cost_nano(usage)) if price else 0.0
-            return Settlement(
+            booked = Settlement(
                 reservation_id=rid,
                 cost_usd=cost,
                 hold_usd=0.0,
@@ -430,6 +453,17 @@ class LimiterCore:
                 late=False,
                 degraded=True,
             )
+        if self.listener is not None:
+            self._emit(
+                "settled",
+                project,
+                model or "",
+                tag_map,
+                booked,
+                estimate=estimate,
+                seconds=perf_counter() - t0,
+            )
+        return booked
 
     def _settle(
         self,
@@ -442,7 +476,8 @@ class LimiterCore:
         tags: dict[str, str],
         provider: str | None,
         estimate: bool,
-    ) -> Op[Settlement]:
+    ) -> Op[tuple[Settlement, str]]:
+        """Book it; returns the settlement and the model it was priced for."""
         tag_map = tags
         stored = model is None  # read back from the record: its canonical spelling
         yield from self._preflight()
@@ -488,7 +523,7 @@ class LimiterCore:
             )
         if held is not None:
             held.finished = True
-        return settlement(rid, reply)
+        return settlement(rid, reply), model
 
     def _override_target(
         self, project: str, budget: str, split_value: str | None, actor: str, reason: str
@@ -557,14 +592,23 @@ class LimiterCore:
         """Return a hold; True when this call released it, False when it had already ended."""
         project = _validate.name("project", project)
         rid = _validate.reservation_id(reservation_id)
-        yield from self._preflight()
-        reply = yield self._script("release", project, [rid])
+        t0 = perf_counter() if self.listener is not None else 0.0
+        try:
+            yield from self._preflight()
+            reply = yield self._script("release", project, [rid])
+        except BackendUnavailable:
+            if self.listener is not None:
+                self._emit("unavailable", "release", project)
+            raise
         kind = self._check_reply(reply)
         if kind == "denied":
             raise InvalidRequest(
                 f"reservation {rid!r} was denied ({text(reply[1])}): there is nothing to release"
             )
-        return kind == "released" and text(reply[1]) == "H"
+        released = kind == "released" and text(reply[1]) == "H"
+        if self.listener is not None:
+            self._emit("released", project, rid, released, perf_counter() - t0)
+        return released
 
     def sweep(self, project: str, batch: int = 500) -> Op[int]:
         """Expire every overdue hold of ``project`` now (in batches); returns how many."""

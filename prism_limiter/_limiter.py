@@ -104,6 +104,11 @@ class Limiter(BaseLimiter):
         denied ``no-policy``); audited ``policy.removed``."""
         return self._run(self._core.remove_policy(project, actor))
 
+    def projects(self) -> list[str]:
+        """Every project this namespace knows, sorted: those the stored policy lists and those
+        registered under ``[defaults]`` (``<namespace>:projects``)."""
+        return self._run(self._core.projects())
+
     def try_reserve(
         self,
         project: str,

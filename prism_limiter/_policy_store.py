@@ -42,6 +42,12 @@ def _encoded(part: object) -> bytes:
     return msgspec.json.encode(part)
 
 
+class _ProjectNames(msgspec.Struct):
+    """The project names of a stored document, decoded without their policies."""
+
+    projects: dict[str, msgspec.Raw] = {}
+
+
 class PolicyStore:
     """Compiled project policies, loaded on first use and dropped when a script says stale."""
 
@@ -147,6 +153,15 @@ class PolicyStore:
             args += [zone, table]
         args.append(event)
         yield Script("apply_policy", [keys.policy, keys.audit], args)
+
+    def projects(self) -> Op[list[str]]:
+        """The projects the stored document lists plus those registered in ``<ns>:projects``
+        (projects ``[defaults]`` covers, once they were used), sorted."""
+        ns = self.namespace
+        doc = yield Command(("HGET", global_policy_key(ns), "doc"))
+        named = set(msgspec.json.decode(doc, type=_ProjectNames).projects) if doc else set()
+        members = yield Command(("SMEMBERS", projects_key(ns)))
+        return sorted(named | {text(m) for m in members})
 
     def rules(self, project: str) -> Op[ProjectRules]:
         """The project's compiled policy, loaded on first use and after a stale reply.

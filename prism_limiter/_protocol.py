@@ -60,8 +60,10 @@ def map_error(exc: Exception) -> PrismLimiterError:
         isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
     ):
         return BackendUnavailable(f"Redis refused the operation ({type(exc).__name__}): {exc}")
-    if isinstance(exc, rexc.NoPermissionError) or "NOPERM" in str(exc) or (
-        "can't run this command" in str(exc)
+    if (
+        isinstance(exc, rexc.NoPermissionError)
+        or "NOPERM" in str(exc)
+        or ("can't run this command" in str(exc))
     ):
         return PrismLimiterError(
             "Redis refused: this user lacks a permission the limiter needs (the README's"

@@ -22,7 +22,10 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     ca_key, ca, key, csr, cert = (
         directory / n for n in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
     )
-    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
     run(
         "req",
         "-x509",

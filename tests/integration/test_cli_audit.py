@@ -1,0 +1,227 @@
+"""``audit tail`` (history, filters, --follow without gaps) and ``audit export`` by time."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from _cli import ROOT, cli, env
+from _helpers import audit
+
+from prism_limiter import Limiter, Policy
+
+pytestmark = pytest.mark.usefixtures("rclient")
+
+DOC = """
+[projects.search]
+allow_models = ["gpt-4o-mini"]
+
+[[projects.search.budgets]]
+id = "monthly"
+usd = 10.0
+
+[projects.other]
+allow_models = ["gpt-4o-mini"]
+"""
+
+
+@pytest.fixture
+def lim(redis_url: str) -> Any:
+    with Limiter.from_url(redis_url) as lim:
+        lim.apply_policy(Policy.from_toml(DOC), actor="alice")
+        yield lim
+
+
+def _grant(lim: Limiter, n: int, project: str = "search") -> None:
+    for i in range(n):
+        if project == "search":
+            lim.grant_override("search", "monthly", usd=1, ttl_s=60, actor="cfo", reason=f"r{i}")
+        else:
+            lim.try_reserve(project, "gpt-4o", est_tokens=10)  # model.denied
+
+
+def _lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_tail_history_and_filters(redis_url: str, lim: Limiter) -> None:
+    _grant(lim, 12)
+    _grant(lim, 2, project="other")
+    entries = _lines(cli("audit", "tail", "search", "--json", url=redis_url))
+    assert len(entries) == 10  # the last 10 by default
+    assert entries[-1]["reason"] == "r11" and entries[-1]["project"] == "search"
+    assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
+    entries = _lines(cli("audit", "tail", "--all", "-n", "100", "--json", url=redis_url))
+    assert len(entries) == 2 + 12 + 2  # two policy.applied, 12 grants, 2 denials
+    assert {e["project"] for e in entries} == {"search", "other"}
+    denied = _lines(cli("audit", "tail", "--all", "-e", "model.*", "--json", url=redis_url))
+    assert [e["event"] for e in denied] == ["model.denied", "model.denied"]
+    both = _lines(
+        cli(
+            "audit",
+            "tail",
+            "--all",
+            "-e",
+            "policy.applied",
+            "model.denied",
+            "--json",
+            "-n",
+            "100",
+            url=redis_url,
+        )
+    )
+    assert len(both) == 4
+    pretty = cli("audit", "tail", "search", "-n", "1", url=redis_url)
+    assert " search override.granted budget=monthly amount_usd=1.000000000" in pretty.stdout
+    assert "actor=cfo reason=r11" in pretty.stdout
+    since = _lines(cli("audit", "tail", "search", "--since", "10m", "--json", url=redis_url))
+    assert len(since) == 13  # everything of the last ten minutes, not just the last 10
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert _lines(cli("audit", "tail", "search", "--since", future, "--json", url=redis_url)) == []
+
+
+def test_tail_needs_a_project_or_all(redis_url: str) -> None:
+    assert cli("audit", "tail", url=redis_url).returncode == 2
+    assert cli("audit", "tail", "search", "--all", url=redis_url).returncode == 2
+
+
+class Follower:
+    """``audit tail --follow --json`` in the background, its lines in a queue."""
+
+    def __init__(self, url: str, *args: str) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "prism_limiter",
+            "audit",
+            "tail",
+            "--follow",
+            "--json",
+            *args,
+            "--url",
+            url,
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env(),
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def take(self, n: int, timeout: float = 30) -> list[dict[str, str]]:
+        out: list[dict[str, str]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            assert left > 0, f"got {len(out)} of {n} lines"
+            out.append(json.loads(self.lines.get(timeout=left)))
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.reader.join(10)  # it reads to the end of the output, then stops
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+def test_follow_misses_nothing(redis_url: str, rclient: Any, lim: Limiter) -> None:
+    follower = Follower(redis_url, "search", "-n", "1")
+    try:
+        [first] = follower.take(1)  # the history: the policy.applied entry
+        assert first["event"] == "policy.applied"
+        for burst in range(5):  # bursts that land between reads and during them
+            _grant(lim, 40)
+            if burst % 2:
+                time.sleep(0.3)
+        got = follower.take(200)
+    finally:
+        follower.stop()
+    stored = [e for e in audit(rclient, "search") if e["event"] == "override.granted"]
+    assert [g["reason"] for g in got] == [s["reason"] for s in stored]
+    ids = [g["id"] for g in got]
+    assert ids == sorted(ids) and len(set(ids)) == 200
+
+
+def test_follow_all_picks_up_every_project(redis_url: str, lim: Limiter) -> None:
+    follower = Follower(redis_url, "--all", "-n", "0")
+    try:
+        time.sleep(1.5)  # let it start reading
+        _grant(lim, 3)
+        _grant(lim, 2, project="other")
+        got = follower.take(5)
+    finally:
+        follower.stop()
+    assert sorted(g["project"] for g in got) == ["other", "other", "search", "search", "search"]
+
+
+def test_export_by_time(redis_url: str, lim: Limiter, tmp_path: Any) -> None:
+    _grant(lim, 3)
+    today = datetime.now(UTC).date()
+    done = cli(
+        "audit",
+        "export",
+        "search",
+        "--from",
+        today.isoformat(),
+        "--to",
+        today.isoformat(),
+        url=redis_url,
+    )
+    entries = _lines(done)
+    assert [e["event"] for e in entries] == ["policy.applied"] + ["override.granted"] * 3
+    target = tmp_path / "audit.jsonl"
+    done = cli(
+        "audit",
+        "export",
+        "search",
+        "--from",
+        today.isoformat(),
+        "--to",
+        today.isoformat(),
+        "-e",
+        "override.*",
+        "-o",
+        str(target),
+        url=redis_url,
+    )
+    assert done.returncode == 0 and done.stdout == ""
+    assert len(target.read_text().splitlines()) == 3
+    yesterday = (today - timedelta(days=1)).isoformat()
+    assert (
+        _lines(
+            cli("audit", "export", "search", "--from", yesterday, "--to", yesterday, url=redis_url)
+        )
+        == []
+    )
+    assert (
+        cli(
+            "audit",
+            "export",
+            "search",
+            "--from",
+            today.isoformat(),
+            "--to",
+            yesterday,
+            url=redis_url,
+        ).returncode
+        == 2
+    )
