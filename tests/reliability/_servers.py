@@ -51,13 +51,13 @@ class DurableServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        deadline = time.monotonic() + 30
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if client.ping():
                     break
-            except (redis.ConnectionError, redis.BusyLoadingError):
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)

@@ -37,7 +37,7 @@ def durable(tmp_path: Path) -> Iterator[DurableServer]:
 def test_kill9_under_load_loses_no_acknowledged_write(durable: DurableServer) -> None:
     """kill -9 mid-run, restart from AOF (appendfsync always): every acknowledged settle is
     there; every call whose outcome was lost is resolved by retrying its id, booked once."""
-    lim = Limiter.from_url(durable.url, socket_timeout=0.5, retries=0, breaker_failures=10**6)
+    lim = Limiter.from_url(durable.url, socket_timeout=2, retries=0, breaker_failures=10**6)
     lim.apply_policy(Policy.from_toml(POLICY))
     done, failed, after = threading.Event(), threading.Event(), threading.Event()
     stop = threading.Event()
