@@ -60,13 +60,13 @@ def redis_server(*extra: str) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        client = redis.Redis.from_url(url, socket_timeout=1)
-        deadline = time.monotonic() + 10
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        deadline = time.monotonic() + 30  # a loaded machine starts servers slowly
         while True:
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(
                         f"redis-server did not start: {(tmp / 'redis.log').read_text()}"
@@ -150,9 +150,9 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         for port in ports:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
             while not _cluster_ok(client.cluster("INFO")):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster did not reach cluster_state:ok")
@@ -177,14 +177,14 @@ def _cluster_ok(info: object) -> bool:
 
 
 def _wait_ping(url: str, proc: subprocess.Popen[bytes], tmp: Path) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=1)
-    deadline = time.monotonic() + 10
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    deadline = time.monotonic() + 30
     while True:
         try:
             client.ping()
             client.close()
             return
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.TimeoutError):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"a redis-server did not start (logs in {tmp})") from None
             time.sleep(0.02)
