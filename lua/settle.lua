@@ -23,6 +23,15 @@
 --     correction), A charged its estimate (the difference to this actual is booked once),
 --     U unknown id booked from ARGV[13..]
 
+-- An actual above its hold is booked all the same, and audited: 1 if so, else 0.
+local function over_estimate(rid, rec, cost, hold)
+  if cost <= hold then return 0 end
+  audit('settle.over_estimate', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
+    'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
+    'reason', 'actual-above-hold'})
+  return 1
+end
+
 local function settle(keys, argv)
   begin(keys, argv)
   if BAD_HEAD then return {'badargs', 'head'} end
@@ -97,14 +106,7 @@ local function settle(keys, argv)
     store(bviews, rviews)
     book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
     rec_finish(rid, rec, final, cost)
-    local over = 0
-    if cost > hold then
-      over = 1
-      audit('settle.over_estimate', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
-        'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
-        'reason', 'actual-above-hold'})
-    end
-    return {'settled', cost, hold, 1, 'H', over}
+    return {'settled', cost, hold, 1, 'H', over_estimate(rid, rec, cost, hold)}
   end
 
   if state == 'A' then
@@ -120,14 +122,7 @@ local function settle(keys, argv)
     audit('settle.late', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
       'budget', budget_names(rec), 'amount_usd', usd(cost), 'correction_usd', usd(cost - booked),
       'reason', 'after-estimate-charged'})
-    local over = 0
-    if cost > hold then
-      over = 1
-      audit('settle.over_estimate', {'rid', rid, 'model', model, 'tags', rec[R_TAGS],
-        'budget', budget_names(rec), 'amount_usd', usd(cost), 'hold_usd', usd(hold),
-        'reason', 'actual-above-hold'})
-    end
-    return {'settled', cost, hold, 1, 'A', over}
+    return {'settled', cost, hold, 1, 'A', over_estimate(rid, rec, cost, hold)}
   end
 
   -- A late settle (after a release or an expiry): book what the budgets have not yet booked.
