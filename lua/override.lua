@@ -1,7 +1,7 @@
 -- override.lua: grant or revoke an approved, expiring raise of one budget instance's cap.
--- needs: common period rate state
+-- needs: common audit period rate state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common eleven (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  budget instance id     ARGV[7] "budget\30split value"
 --   ARGV[8]  "grant" or "revoke"

@@ -1,7 +1,7 @@
 -- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
--- needs: common period rate state
+-- needs: common audit period rate state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common eleven (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  policy version the caller computed this request from ("0": it found no policy)
 --   ARGV[7]  reservation id (idempotency key)
@@ -95,7 +95,7 @@ local function reserve(keys, argv)
   end
 
   if denial ~= '' then
-    audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
+    audit_flood('model.denied', {'model', model, 'tags', tags, 'reason', denial}, {'rid', rid})
     rec_denied(rid, model, denial)
     return {'denied', 'model', denial}
   end
@@ -107,9 +107,9 @@ local function reserve(keys, argv)
     local cap = cfg.cap + view.extra
     if view.spent + view.held + hold > cap then
       local nb = split(cfg.name, LS)
-      audit('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
-        'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'held_usd', usd(view.held),
-        'cap_usd', usd(cap), 'reason', 'over-cap'})
+      audit_flood('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model,
+        'tags', tags, 'reason', 'over-cap'}, {'rid', rid, 'amount_usd', usd(hold),
+        'spent_usd', usd(view.spent), 'held_usd', usd(view.held), 'cap_usd', usd(cap)})
       rec_denied(rid, model, 'budget ' .. nb[1] .. (nb[2] and nb[2] ~= '' and (' for ' .. nb[2]) or ''))
       return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
     end
@@ -125,8 +125,8 @@ local function reserve(keys, argv)
       local c = rview.cfg
       local value = c.maxc
       if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
-      audit('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
-        'tags', tags, 'rid', rid, 'retry_after_ms', retry_ms, 'reason', kind})
+      audit_flood('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind,
+        'model', model, 'tags', tags, 'reason', kind}, {'rid', rid, 'retry_after_ms', retry_ms})
       rec_denied(rid, model, 'rate limit ' .. nb[1] .. ' (' .. kind .. ')')
       return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
     end
@@ -178,9 +178,10 @@ local function reserve(keys, argv)
   for _, view in ipairs(bviews) do
     if view.dirty and view.e ~= 0 and view.e * 1000 < soonest then soonest = view.e * 1000 end
   end
-  if soonest < due then W('HSET', K_POLICY, 'due', soonest) end
+  if soonest < due then want_due(soonest) end
   if string.find(ARGV[16], 'u', 1, true) then
-    audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
+    audit_flood('price.unknown', {'model', model, 'tags', tags, 'reason', 'allowed-at-zero'},
+      {'rid', rid})
   end
   return reply
 end

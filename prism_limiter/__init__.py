@@ -6,6 +6,7 @@ actual usage afterwards. Every decision lands in the project's audit stream.
 """
 
 from prism_limiter._async import AsyncLimiter
+from prism_limiter._audit_chain import AuditCheckpoint, AuditVerification
 from prism_limiter._estimate import estimate_tokens
 from prism_limiter._http import decision_headers
 from prism_limiter._limiter import Limiter
@@ -44,6 +45,8 @@ __all__ = [
     "TAGS_HEADER",
     "AsyncLimiter",
     "AsyncReservation",
+    "AuditCheckpoint",
+    "AuditVerification",
     "BackendUnavailable",
     "BudgetExceeded",
     "BudgetPolicy",

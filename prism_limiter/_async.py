@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from prism_limiter._audit_chain import AuditVerification
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
     DEFAULT_MAX_CONNECTIONS,
@@ -273,6 +274,10 @@ class AsyncLimiter(BaseLimiter):
                 project, budget, split_value=split_value, actor=actor, reason=reason
             )
         )
+
+    async def verify_audit(self, project: str, checkpoint: Any = None) -> AuditVerification:
+        """Check the project's audit stream (see ``Limiter.verify_audit``)."""
+        return await self._run(self._core.verify_audit(project, checkpoint))
 
     async def aclose(self) -> None:
         """Wait for the settles and releases still in flight (those of cancelled callers

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from prism_limiter import _validate
+from prism_limiter import _audit_ops, _validate
+from prism_limiter._audit_chain import AuditVerification
 from prism_limiter._breaker import Breaker
 from prism_limiter._keys import LS, ProjectKeys
 from prism_limiter._log import logger
@@ -54,7 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_projects: int = 10_000
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
-    audit_maxlen: int = 1_000_000
+    audit_retention_days: int = 400
     usage_retention_days: int = 400
     record_retention_s: int = 7 * 86400
     sweep_batch: int = 32
@@ -94,7 +95,10 @@ class LimiterCore:
         self.settings = settings
         self._keys: dict[str, ProjectKeys] = {}
         self.policies = PolicyStore(
-            settings.namespace, settings.audit_maxlen, self.keys, settings.max_projects
+            settings.namespace,
+            settings.audit_retention_days * 86400 * 1000,
+            self.keys,
+            settings.max_projects,
         )
         self._memory_policy_checked = False
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown_s)
@@ -111,7 +115,7 @@ class LimiterCore:
         s = self.settings
         return [
             project,
-            s.audit_maxlen,
+            s.audit_retention_days * 86400 * 1000,
             s.usage_retention_days * 86400,
             s.record_retention_s * 1000,
             batch or s.sweep_batch,
@@ -459,6 +463,11 @@ class LimiterCore:
         if held is not None:
             held.finished = True
         return settlement(rid, reply)
+
+    # -- the audit stream (prism_limiter._audit_ops) -------------------------------------------
+
+    def verify_audit(self, project: str, checkpoint: object) -> Op[AuditVerification]:
+        return (yield from _audit_ops.verify(self, project, checkpoint))
 
     def _override_target(
         self, project: str, budget: str, split_value: str | None, actor: str, reason: str

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from prism_limiter._audit_chain import AuditVerification
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
     DEFAULT_MAX_CONNECTIONS,
@@ -244,6 +245,14 @@ class Limiter(BaseLimiter):
                 project, budget, split_value=split_value, actor=actor, reason=reason
             )
         )
+
+    def verify_audit(self, project: str, checkpoint: Any = None) -> AuditVerification:
+        """Check the project's audit stream: every entry's seq follows the one before and its
+        chain matches its fields; the first bad entry is named (``bad_id``, ``problem``).
+
+        ``checkpoint`` (the ``.checkpoint`` of an earlier result, or its dict) resumes after the
+        entry it names, so entries trimmed by retention before it do not matter."""
+        return self._run(self._core.verify_audit(project, checkpoint))
 
     def close(self) -> None:
         """Close the client's connections."""

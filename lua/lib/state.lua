@@ -283,10 +283,12 @@ local function first_score(key)
 end
 
 -- When housekeeping is next needed (ms): the first lease deadline, record to drop or period to
--- close, and at the latest DENIAL_KEEP_MS from now (so work a settle adds later, always due
--- later than that, never waits past it). Stored as "due" in the policy hash.
-local function next_due()
+-- close, audit flood window to write (`audit_due`), and at the latest DENIAL_KEEP_MS from now
+-- (so work a settle adds later, always due later than that, never waits past it). Stored as
+-- "due" in the policy hash.
+local function next_due(audit_due)
   local due = NOW_MS + math.max(DENIAL_KEEP_MS, 1000)
+  if audit_due and audit_due < due then due = audit_due end
   local lease, done, ended = first_score(K_LEASES), first_score(K_DONE), first_score(K_BIDX)
   if lease and lease < due then due = lease end
   if done and done + RETENTION_MS < due then due = done + RETENTION_MS end
@@ -294,7 +296,8 @@ local function next_due()
   return math.max(due, NOW_MS + 1)
 end
 
--- Bounded upkeep: overdue holds, old records, finished budget periods and idle rate instances.
+-- Bounded upkeep: overdue holds, old records, finished budget periods, idle rate instances
+-- and audit flood windows that ended.
 -- Reserve runs it only when the policy hash's "due" has passed; status and sweep always.
 -- Returns how many holds expired, and the next due time it stored.
 local function housekeeping(limit)
@@ -325,7 +328,7 @@ local function housekeeping(limit)
       end
     end
   end
-  local due = next_due()
+  local due = next_due(audit_upkeep())
   -- Remembered in the policy hash, never creating it (a project without a stored policy).
   if redis.call('HEXISTS', K_POLICY, 'v') == 1 then W('HSET', K_POLICY, 'due', due) end
   return expired, due
@@ -338,10 +341,13 @@ local function begin(keys, argv)
   KEYS, ARGV = keys, argv
   K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = keys[1], keys[2], keys[3], keys[4]
   K_LEASES, K_DONE, K_AUDIT = keys[5], keys[6], keys[7]
+  K_AHEAD = keys[11]
   PROJECT = argv[1]
-  AUDIT_MAXLEN, USAGE_TTL_S = int(argv[2]), int(argv[3])
+  AUDIT_RETENTION_MS, USAGE_TTL_S = int(argv[2]), int(argv[3])
   RETENTION_MS, SWEEP_BATCH = int(argv[4]), int(argv[5])
-  BAD_HEAD = not (AUDIT_MAXLEN and USAGE_TTL_S and RETENTION_MS and SWEEP_BATCH)
+  BAD_HEAD = not (AUDIT_RETENTION_MS and AUDIT_RETENTION_MS > 0 and USAGE_TTL_S and RETENTION_MS
+    and SWEEP_BATCH and K_AHEAD)
+  HEAD_LOADED = false
   DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
   local t = redis.call('TIME')
   NOW_S = tonumber(t[1])
