@@ -1,7 +1,7 @@
 -- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
--- needs: common audit period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common eleven (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  policy version the caller computed this request from ("0": it found no policy)
 --   ARGV[7]  reservation id (idempotency key)
@@ -150,11 +150,20 @@ local function reserve(keys, argv)
     local r = #reply
     reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
     reply[r + 4], reply[r + 5], reply[r + 6] = view.p, view.e, view.extra
-    if cfg.overridden then
-      local nb = split(cfg.name, LS)
-      audit('override.used', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
-        'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap),
-        'reason', 'over-base-cap'})
+    local o = view.ovr
+    if cfg.overridden and o then
+      -- Counted on every use; audited on the first use in each budget period.
+      local first_use = o.used_p ~= view.p
+      o.uses, o.used_p = o.uses + 1, view.p
+      more[#more + 1], more[#more + 2] = cfg.iid .. '|o', ovr_encode(o)
+      if first_use then
+        local nb = split(cfg.name, LS)
+        local requested, approved = ovr_names(o.oid)
+        audit('override.used', {'override', o.oid, 'budget', nb[1], 'split', nb[2] or '',
+          'model', model, 'tags', tags, 'rid', rid, 'amount_usd', usd(hold),
+          'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap), 'period_start', I(view.p),
+          'requested_by', requested, 'approved_by', approved, 'reason', 'over-base-cap'})
+      end
     end
   end
 

@@ -1,7 +1,7 @@
 -- settle.lua: book the actual cost of a reservation, refund its unused hold; idempotent.
--- needs: common audit period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common eleven (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  reservation id
 --   ARGV[7]  actual cost (nUSD)

@@ -12,12 +12,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from prism_limiter import _audit_ops, _validate
+from prism_limiter import _audit_ops, _overrides, _validate
 from prism_limiter._audit_chain import AuditVerification
 from prism_limiter._breaker import Breaker
 from prism_limiter._keys import LS, ProjectKeys
 from prism_limiter._log import logger
-from prism_limiter._money import nano_to_usd, usd_to_nano
+from prism_limiter._money import nano_to_usd
 from prism_limiter._plan import Request, plan_reserve, request, settle_fallback
 from prism_limiter._policy import Policy
 from prism_limiter._policy_store import PolicyChange, PolicyStore
@@ -469,21 +469,7 @@ class LimiterCore:
     def verify_audit(self, project: str, checkpoint: object) -> Op[AuditVerification]:
         return (yield from _audit_ops.verify(self, project, checkpoint))
 
-    def _override_target(
-        self, project: str, budget: str, split_value: str | None, actor: str, reason: str
-    ) -> Op[tuple[str, str]]:
-        """The instance id and label of an override's budget, checked against the policy.
-
-        Everything that can be checked without the policy is checked first."""
-        _validate.name("project", project)
-        _validate.name("budget", budget)
-        if split_value is not None:
-            _validate.tag_value("split_value", split_value)
-        _validate.text("actor", actor)
-        _validate.text("reason", reason)
-        yield from self._preflight()
-        rules = yield from self.rules(project)
-        return rules.budget_instance(budget, split_value)
+    # -- overrides (prism_limiter._overrides) ------------------------------------------------
 
     def grant_override(
         self,
@@ -493,33 +479,35 @@ class LimiterCore:
         split_value: str | None,
         usd: float,
         ttl_s: float,
-        actor: str,
+        requested_by: str,
+        approved_by: str,
         reason: str,
     ) -> Op[Override]:
-        """Raise one budget instance's cap by ``usd`` until ``ttl_s`` from now (server clock)."""
-        extra = usd_to_nano("override usd", usd)
-        lifetime_ms = int(_validate.seconds("ttl_s", ttl_s, maximum=366 * 86400) * 1000)
-        iid, label = yield from self._override_target(project, budget, split_value, actor, reason)
-        args: list[str | int] = [iid, label, "grant", extra, lifetime_ms, actor, reason]
-        reply = yield self._script("override", project, args)
-        self._check_reply(reply)
-        return Override(
-            project=project,
-            budget=budget,
-            split_value=split_value,
-            extra_usd=nano_to_usd(extra),
-            expires_at=datetime.fromtimestamp(as_int(reply[1]) / 1000, UTC),
-            actor=actor,
-            reason=reason,
+        return (
+            yield from _overrides.grant(
+                self,
+                project,
+                budget,
+                split_value=split_value,
+                usd=usd,
+                ttl_s=ttl_s,
+                requested_by=requested_by,
+                approved_by=approved_by,
+                reason=reason,
+            )
         )
 
     def revoke_override(
         self, project: str, budget: str, *, split_value: str | None, actor: str, reason: str
     ) -> Op[bool]:
-        iid, label = yield from self._override_target(project, budget, split_value, actor, reason)
-        reply = yield self._script("override", project, [iid, label, "revoke", 0, 0, actor, reason])
-        self._check_reply(reply)
-        return bool(as_int(reply[1]))
+        return (
+            yield from _overrides.revoke(
+                self, project, budget, split_value=split_value, actor=actor, reason=reason
+            )
+        )
+
+    def list_overrides(self, project: str) -> Op[list[Override]]:
+        return (yield from _overrides.listed(self, project))
 
     def release_held(self, held: Held) -> Op[bool]:
         if not held.decision.allowed:

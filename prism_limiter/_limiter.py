@@ -217,13 +217,23 @@ class Limiter(BaseLimiter):
         *,
         usd: float,
         ttl_s: float,
-        actor: str,
+        requested_by: str,
+        approved_by: str,
         reason: str,
         split_value: str | None = None,
     ) -> Override:
-        """Raise one budget instance's cap by ``usd`` for ``ttl_s`` seconds, approved by
-        ``actor``; audited ``override.granted``, and ``override.used`` whenever a reserve fits
-        only thanks to it. A new grant replaces the instance's previous one."""
+        """Raise one budget instance's cap by ``usd`` for ``ttl_s`` seconds (at most a year).
+
+        Two people: ``requested_by`` asked for it, ``approved_by`` (someone else) approved it;
+        both names, and ``reason``, are required and audited (``override.granted``; the first
+        reserve of each budget period that fits only thanks to it, ``override.used``; its end,
+        ``override.expired`` or ``override.revoked``). A new grant replaces the instance's
+        override in force.
+
+        Raises:
+            InvalidRequest: an unknown budget, a missing or needless ``split_value``, the same
+                person twice, a missing reason, a bad amount or lifetime.
+        """
         return self._run(
             self._core.grant_override(
                 project,
@@ -231,15 +241,22 @@ class Limiter(BaseLimiter):
                 split_value=split_value,
                 usd=usd,
                 ttl_s=ttl_s,
-                actor=actor,
+                requested_by=requested_by,
+                approved_by=approved_by,
                 reason=reason,
             )
         )
 
+    def list_overrides(self, project: str) -> list[Override]:
+        """Every override of ``project``: in force, and ended within the audit retention
+        (``state``, ``uses``, who ended it), oldest grant first."""
+        return self._run(self._core.list_overrides(project))
+
     def revoke_override(
         self, project: str, budget: str, *, actor: str, reason: str, split_value: str | None = None
     ) -> bool:
-        """End an override now (audited ``override.revoked``); True if one was in force."""
+        """End an override now, ``actor`` revoking it (audited ``override.revoked`` with the
+        grant's two names); True if one was in force (nothing is audited otherwise)."""
         return self._run(
             self._core.revoke_override(
                 project, budget, split_value=split_value, actor=actor, reason=reason

@@ -9,7 +9,7 @@ turns back into the record.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -52,15 +52,29 @@ class BudgetState(_Record, frozen=True, kw_only=True):
 
 
 class Override(_Record, frozen=True, kw_only=True):
-    """An approved, expiring raise of one budget instance's cap (audited when granted and used)."""
+    """An approved, expiring raise of one budget instance's cap, asked for by one person and
+    approved by another.
 
+    ``state`` is ``active`` until it ends, once: ``expired`` (its time came) or ``revoked``
+    (revoked, or replaced by a new grant: ``end_reason`` ``"replaced"``). ``uses`` counts the
+    reserves that fitted only thanks to it.
+    """
+
+    id: str
     project: str
     budget: str
     split_value: str | None = None
     extra_usd: float
+    granted_at: datetime
     expires_at: datetime
-    actor: str
+    requested_by: str
+    approved_by: str
     reason: str
+    state: Literal["active", "expired", "revoked"] = "active"
+    uses: int = 0
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
 
 
 class BudgetWarning(_Record, frozen=True, kw_only=True):

@@ -38,7 +38,9 @@ def _history(limiter: Any, denials: int = 3) -> None:
     for i in range(denials):  # distinct tags: one entry each
         with pytest.raises(BudgetExceeded):
             limiter.reserve("p", "gpt-4o", est_tokens=100, tags={"n": str(i)})
-    limiter.grant_override("p", "daily", usd=1, ttl_s=60, actor="cfo", reason="r")
+    limiter.grant_override(
+        "p", "daily", usd=1, ttl_s=60, requested_by="ann", approved_by="cfo", reason="r"
+    )
     limiter.revoke_override("p", "daily", actor="cfo", reason="done")
 
 

@@ -1,7 +1,7 @@
 """No script fails after its first write, whatever it finds stored.
 
 Every field of every budget and rate-limit instance, every field of every hold record and
-and every field of the audit stream's head (seq, chain, flood windows) is in
+override record, and every field of the audit stream's head (seq, chain, flood windows) is in
 turn removed or overwritten with a malformed value; then each operation runs. Each must
 either complete, leaving the ledger readable (held and spent are non-negative integers), or
 fail having changed nothing.
@@ -51,6 +51,10 @@ OPERATIONS: dict[str, Op] = {
     "sweep": lambda lim: lim.sweep("p"),
     "status": lambda lim: lim.status("p"),
     "denied": lambda lim: lim.try_reserve("p", "gpt-4o", est_tokens=10**8, tags=TAGS).allowed,
+    "revoke": lambda lim: lim.revoke_override(
+        "p", "per-customer", split_value="a", actor="x", reason="y"
+    ),
+    "list-overrides": lambda lim: lim.list_overrides("p"),
     "verify-audit": lambda lim: lim.verify_audit("p"),
     "override": lambda lim: lim.grant_override(
         "p",
@@ -58,7 +62,8 @@ OPERATIONS: dict[str, Op] = {
         split_value="a",
         usd=1,
         ttl_s=60,
-        actor="x",
+        requested_by="x",
+        approved_by="z",
         reason="y",
     ),
 }
@@ -79,6 +84,16 @@ def scene(redis_url: str) -> Iterator[tuple[Limiter, Any, dict[bytes, bytes]]]:
         lim.reserve("p", "gpt-4o", est_tokens=100, tags=TAGS).id,
         input_tokens=9,
         output_tokens=9,
+    )
+    lim.grant_override(
+        "p",
+        "per-customer",
+        split_value="a",
+        usd=1,
+        ttl_s=600,
+        requested_by="x",
+        approved_by="z",
+        reason="y",
     )
     for _ in range(2):  # a flood window is open, with one denial counted in it
         assert not lim.try_reserve("p", "gpt-4o", est_tokens=10**8, tags=TAGS).allowed
@@ -123,7 +138,7 @@ def _parts(value: str, sep: str, bad: str | None, i: int) -> str:
 
 def _separator(field: bytes) -> str:
     """How a stored value is packed (README, Redis layout)."""
-    if field.endswith(b"|c"):
+    if field.endswith(b"|c") or len(field) == 16:  # a config, an override record
         return FS
     return "," if field.endswith(b"|cfg") else ":"
 
@@ -144,7 +159,7 @@ def _cases(client: Any, dump: dict[bytes, bytes]) -> Iterator[tuple[str, Callabl
                     f"budgets {field!r}[{i}] = {bad!r}",
                     _set_field(client, budgets, field, damaged),
                 )
-    for key in ("prism:{p}:audit:head",):
+    for key in ("prism:{p}:audit:head", "prism:{p}:overrides"):
         fields = sorted(client.hkeys(key))
         assert fields, key
         for field in fields:
