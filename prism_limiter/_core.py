@@ -549,10 +549,10 @@ class LimiterCore:
         project = _validate.name("project", project)
         yield from self._preflight()
         rules = yield from self.rules(project)
-        ids = [b.id for b in rules.policy.budgets] if rules.policy else []
-        reply = yield self._script("status", project, [LS.join(ids)])
+        modes = {b.id: b.mode for b in rules.policy.budgets} if rules.policy else {}
+        reply = yield self._script("status", project, [LS.join(modes)])
         self._check_reply(reply)
-        return budget_states(reply)
+        return budget_states(reply, modes)
 
     def usage(self, project: str, start: date | None, end: date | None) -> Op[UsageReport]:
         """Sum the usage days ``start``..``end`` (each a date or datetime, see ``utc_day``);

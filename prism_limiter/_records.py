@@ -37,7 +37,8 @@ def _without_none(value: Any) -> Any:
 class BudgetState(_Record, frozen=True, kw_only=True):
     """One budget instance as a decision or a status report sees it (amounts in USD).
 
-    ``cap_usd`` includes ``override_usd``, the extra of an override in force.
+    ``cap_usd`` includes ``override_usd``, the extra of an override in force. ``mode`` is
+    ``"shadow"`` for a budget that only audits what it would block (``budget.would_block``).
     """
 
     budget: str
@@ -49,6 +50,7 @@ class BudgetState(_Record, frozen=True, kw_only=True):
     period_start: datetime | None = None
     resets_at: datetime | None = None
     override_usd: float = 0.0
+    mode: Literal["enforce", "shadow"] = "enforce"
 
 
 class Override(_Record, frozen=True, kw_only=True):
@@ -94,8 +96,9 @@ class Decision(_Record, frozen=True, kw_only=True):
     ``model-not-allowed``, ``no-policy``. For a budget denial, ``budget``, ``cap_usd``,
     ``spent_usd``, ``held_usd``, ``over_by_usd`` and ``resets_at`` describe it; for a rate
     denial, ``limit``, ``limit_kind`` (``rpm``, ``tpm``, ``tpm-too-large``, ``concurrency``) and
-    ``retry_after_s`` (None when no time can be promised). ``to_dict()`` includes
-    ``remaining_usd`` too.
+    ``retry_after_s`` (None when no time can be promised). ``would_block`` and
+    ``would_limit`` name the shadow budgets and rate limits that would have denied an allowed
+    request. ``to_dict()`` includes ``remaining_usd`` too.
     """
 
     allowed: bool
@@ -118,6 +121,8 @@ class Decision(_Record, frozen=True, kw_only=True):
     expires_at: datetime | None = None
     budgets: tuple[BudgetState, ...] = ()
     warnings: tuple[BudgetWarning, ...] = ()
+    would_block: tuple[str, ...] = ()
+    would_limit: tuple[str, ...] = ()
     replayed: bool = False
     degraded: bool = False
 
