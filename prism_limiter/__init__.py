@@ -2,7 +2,8 @@
 
 Before every LLM call, ``limiter.reserve(project, model, est_tokens)`` checks every budget and
 model policy that applies in one Lua script, holds the estimated cost, and ``settle`` books the
-actual usage afterwards. Every decision lands in the project's audit stream.
+actual usage afterwards. Every decision lands in the project's audit stream
+(``prism_limiter.audit`` has its typed entries).
 """
 
 from prism_limiter._async import AsyncLimiter

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import date, datetime
 from typing import Any, TypeVar
 
 import redis
 
+from prism_limiter import _validate
 from prism_limiter._audit_chain import AuditVerification
+from prism_limiter._audit_ops import AUDIT_BLOCK_MS, Since, start_id
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
     DEFAULT_MAX_CONNECTIONS,
@@ -28,6 +30,7 @@ from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import AsyncReservation, AsyncReserveCall
 from prism_limiter._scripts import AsyncScripts
+from prism_limiter.audit import AuditEvent
 from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
@@ -295,6 +298,28 @@ class AsyncLimiter(BaseLimiter):
     async def verify_audit(self, project: str, checkpoint: Any = None) -> AuditVerification:
         """Check the project's audit stream (see ``Limiter.verify_audit``)."""
         return await self._run(self._core.verify_audit(project, checkpoint))
+
+    def read_audit(
+        self, project: str, since: Since = None, *, follow: bool = False
+    ) -> AsyncIterator[AuditEvent]:
+        """The project's audit entries as typed records, an async iterator (see
+        ``Limiter.read_audit``): ``async for event in limiter.read_audit(project): ...``."""
+        after = start_id(since)
+        _validate.name("project", project)
+        return self._audit_entries(project, after, follow)
+
+    async def _audit_entries(
+        self, project: str, after: str, follow: bool
+    ) -> AsyncIterator[AuditEvent]:
+        first = True
+        while True:
+            block = AUDIT_BLOCK_MS if follow else None
+            events, after = await self._run(self._core.audit_page(project, after, block, first))
+            first = False
+            for event in events:
+                yield event
+            if not events and not follow:
+                return
 
     async def aclose(self) -> None:
         """Wait for the settles and releases still in flight (those of cancelled callers

@@ -39,6 +39,7 @@ from prism_limiter._replies import (
 )
 from prism_limiter._report import add_usage_row, build_report, usage_days, utc_day
 from prism_limiter._rules import BudgetMatch, ProjectRules
+from prism_limiter.audit import AuditEvent
 from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimiterError
 
 _MAX_STALE_RETRIES = 3
@@ -468,6 +469,14 @@ class LimiterCore:
 
     def verify_audit(self, project: str, checkpoint: object) -> Op[AuditVerification]:
         return (yield from _audit_ops.verify(self, project, checkpoint))
+
+    def audit_page(
+        self, project: str, after: str, block_ms: int | None, first: bool
+    ) -> Op[tuple[list[AuditEvent], str]]:
+        """One page of ``read_audit``; the first one also checks the circuit breaker."""
+        if first:
+            yield from _audit_ops.check_project(self, project)
+        return (yield from _audit_ops.page(self, project, after, block_ms))
 
     # -- overrides (prism_limiter._overrides) ------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any, TypeVar
 
 import redis
 
+from prism_limiter import _validate
 from prism_limiter._audit_chain import AuditVerification
+from prism_limiter._audit_ops import AUDIT_BLOCK_MS, Since, start_id
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
     DEFAULT_MAX_CONNECTIONS,
@@ -25,6 +28,7 @@ from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import Reservation
 from prism_limiter._scripts import Scripts
+from prism_limiter.audit import AuditEvent
 from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
@@ -270,6 +274,28 @@ class Limiter(BaseLimiter):
         ``checkpoint`` (the ``.checkpoint`` of an earlier result, or its dict) resumes after the
         entry it names, so entries trimmed by retention before it do not matter."""
         return self._run(self._core.verify_audit(project, checkpoint))
+
+    def read_audit(
+        self, project: str, since: Since = None, *, follow: bool = False
+    ) -> Iterator[AuditEvent]:
+        """The project's audit entries after ``since`` (a stream id, a checkpoint, a datetime;
+        the beginning by default) as typed records (``prism_limiter.audit``), oldest first.
+
+        With ``follow`` the iterator never ends: at the end of the stream it waits for new
+        entries (blocking reads of ``AUDIT_BLOCK_MS``), carrying on from the last id."""
+        after = start_id(since)
+        _validate.name("project", project)
+        return self._audit_entries(project, after, follow)
+
+    def _audit_entries(self, project: str, after: str, follow: bool) -> Iterator[AuditEvent]:
+        first = True
+        while True:
+            block = AUDIT_BLOCK_MS if follow else None
+            events, after = self._run(self._core.audit_page(project, after, block, first))
+            first = False
+            yield from events
+            if not events and not follow:
+                return
 
     def close(self) -> None:
         """Close the client's connections."""
