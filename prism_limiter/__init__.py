@@ -9,6 +9,7 @@ actual usage afterwards. Every decision lands in the project's audit stream
 from prism_limiter._async import AsyncLimiter
 from prism_limiter._audit_chain import AuditCheckpoint, AuditVerification
 from prism_limiter._estimate import estimate_tokens
+from prism_limiter._export import AuditExporter
 from prism_limiter._http import decision_headers
 from prism_limiter._limiter import Limiter
 from prism_limiter._policy import (
@@ -47,6 +48,7 @@ __all__ = [
     "AsyncLimiter",
     "AsyncReservation",
     "AuditCheckpoint",
+    "AuditExporter",
     "AuditVerification",
     "BackendUnavailable",
     "BudgetExceeded",
