@@ -1,7 +1,7 @@
 -- release.lua: return a reservation's hold unspent; idempotent, never releases twice.
--- needs: common period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  reservation id
 -- Reply: {"released", state before} (state before H: this call released it; S, R, X or E: the

@@ -1,7 +1,7 @@
 -- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
--- needs: common period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  policy version the caller computed this request from ("0": it found no policy)
 --   ARGV[7]  reservation id (idempotency key)
@@ -14,14 +14,18 @@
 --   ARGV[13] attribution rows, joined by \30
 --   ARGV[14] estimated input tokens;  ARGV[15] max output tokens
 --   ARGV[16] flags: "u" when the price is unknown and allowed at cost 0 (audited)
---   ARGV[17] number of budget instances n, then 6 values each:
+--   ARGV[17] number of budget instances n, then 7 values each:
 --            instance id, "budget\30split value", cap (nUSD), thresholds "nUSD:fraction,...",
---            period spec, on expiry ("1" charge, "0" release)
---            then the number of rate-limit instances m, and 3 values each: instance id ("r:..."),
+--            period spec, on expiry ("1" charge, "0" release), mode ("e" enforce, "s" shadow)
+--            then the number of rate-limit instances m, and 4 values each: instance id ("r:..."),
 --            "limit\30split value", config "rpm,tpm,max_concurrent,burst (thousandths of a
---            minute)" (0 = no such limit). TPM is charged ARGV[14] + ARGV[15] tokens.
+--            minute)" (0 = no such limit), mode ("e" or "s"). TPM is charged ARGV[14] + ARGV[15]
+--            tokens.
 -- Budgets are checked before rate limits: a request a budget blocks for the period is not told
--- to retry in a second.
+-- to retry in a second. Shadow limits never deny: once the enforced ones allow the request,
+-- each shadow budget it would overrun is audited budget.would_block (and still holds, so its
+-- spend is tracked), each shadow rate limit that would refuse it rate.would_limit (and takes
+-- nothing from its buckets, which so count what enforcement would have admitted).
 -- Reply, one of:
 --   {"stale", current version}                   the caller must reload the policy and retry
 --   {"clock", server s}                           the caller's clock is more than a day off
@@ -36,7 +40,8 @@
 --   {"denied", "rate", limit, split, kind (rpm, tpm, tpm-too-large, concurrency),
 --    retry after ms (-1: no time can be promised), the limit's value}
 --   {"ok", hold, lease deadline ms, now ms, then per budget: spent, held, cap (override
---    included), start s, end s, override extra}
+--    included), start s, end s, override extra; then the number k of shadow limits that would
+--    have denied it and k values "b\30budget" or "r\30limit"}
 
 local function reserve(keys, argv)
   begin(keys, argv)
@@ -54,23 +59,28 @@ local function reserve(keys, argv)
   end
   local configs, budgets = {}, {}
   for i = 1, n do
-    local base = 17 + (i - 1) * 6
+    local base = 17 + (i - 1) * 7
     local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = arg_int(ARGV[base + 3]),
-      thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6]}
+      thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6],
+      shadow = ARGV[base + 7] == 's'}
     if not (cfg.iid and cfg.name and cfg.cap and cfg.cap >= 0 and cfg.thresholds
-      and spec_ok(cfg.spec) and (cfg.charge == '0' or cfg.charge == '1')) then
+      and spec_ok(cfg.spec) and (cfg.charge == '0' or cfg.charge == '1')
+      and (ARGV[base + 7] == 'e' or cfg.shadow)) then
       return {'badargs', 'budget ' .. i}
     end
     configs[i], budgets[i] = cfg, {cfg.iid, cfg.spec}
   end
-  local rbase = 18 + n * 6
+  local rbase = 18 + n * 7
   local m = arg_int(ARGV[rbase])
   if not (m and m >= 0) then return {'badargs', 'rate count'} end
   local rconfigs, rates = {}, {}
   for i = 1, m do
-    local base = rbase + (i - 1) * 3
-    local rc = {iid = ARGV[base + 1], name = ARGV[base + 2], raw = ARGV[base + 3]}
-    if not (rc.iid and rc.name and rate_cfg(rc.raw)) then return {'badargs', 'rate ' .. i} end
+    local base = rbase + (i - 1) * 4
+    local rc = {iid = ARGV[base + 1], name = ARGV[base + 2], raw = ARGV[base + 3],
+      shadow = ARGV[base + 4] == 's'}
+    if not (rc.iid and rc.name and rate_cfg(rc.raw) and (ARGV[base + 4] == 'e' or rc.shadow)) then
+      return {'badargs', 'rate ' .. i}
+    end
     rconfigs[i], rates[i] = rc, {rc.iid, rc.raw, nil}
   end
 
@@ -95,41 +105,51 @@ local function reserve(keys, argv)
   end
 
   if denial ~= '' then
-    audit('model.denied', {'model', model, 'tags', tags, 'rid', rid, 'reason', denial})
+    audit_flood('model.denied', {'model', model, 'tags', tags, 'reason', denial}, {'rid', rid})
     rec_denied(rid, model, denial)
     return {'denied', 'model', denial}
   end
 
   -- Compute everything before the first write: a denial changes no budget.
   local bviews, rviews = load(budgets, rates)
+  local function budget_audit(event, cfg, view, cap)
+    local nb = split(cfg.name, LS)
+    audit_flood(event, {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
+      'reason', 'over-cap'}, {'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent),
+      'held_usd', usd(view.held), 'cap_usd', usd(cap)})
+    return nb
+  end
   for i, cfg in ipairs(configs) do
     local view = bviews[i]
     local cap = cfg.cap + view.extra
-    if view.spent + view.held + hold > cap then
-      local nb = split(cfg.name, LS)
-      audit('budget.blocked', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
-        'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'held_usd', usd(view.held),
-        'cap_usd', usd(cap), 'reason', 'over-cap'})
+    cfg.over = view.spent + view.held + hold > cap
+    if cfg.over and not cfg.shadow then
+      local nb = budget_audit('budget.blocked', cfg, view, cap)
       rec_denied(rid, model, 'budget ' .. nb[1] .. (nb[2] and nb[2] ~= '' and (' for ' .. nb[2]) or ''))
       return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
     end
-    cfg.overridden = view.spent + view.held + hold > cfg.cap
+    cfg.overridden = not cfg.over and view.spent + view.held + hold > cfg.cap
   end
 
   local tokens = est_in + est_out
+  local function rate_audit(event, rc, rview, kind, retry_ms)
+    local nb = split(rc.name, LS)
+    audit_flood(event, {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
+      'tags', tags, 'reason', kind}, {'rid', rid, 'retry_after_ms', retry_ms})
+    return nb
+  end
   for i, rc in ipairs(rconfigs) do
     local rview = rviews[i]
     local kind, retry_ms = rate_check(rview, tokens)
-    if kind then
-      local nb = split(rc.name, LS)
+    if kind and not rc.shadow then
       local c = rview.cfg
       local value = c.maxc
       if kind == 'rpm' then value = c.rpm elseif kind ~= 'concurrency' then value = c.tpm end
-      audit('rate.limited', {'limit', nb[1], 'split', nb[2] or '', 'kind', kind, 'model', model,
-        'tags', tags, 'rid', rid, 'retry_after_ms', retry_ms, 'reason', kind})
+      local nb = rate_audit('rate.limited', rc, rview, kind, retry_ms)
       rec_denied(rid, model, 'rate limit ' .. nb[1] .. ' (' .. kind .. ')')
       return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
     end
+    rc.kind, rc.retry_ms = kind, retry_ms
   end
 
   local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
@@ -150,20 +170,45 @@ local function reserve(keys, argv)
     local r = #reply
     reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
     reply[r + 4], reply[r + 5], reply[r + 6] = view.p, view.e, view.extra
-    if cfg.overridden then
-      local nb = split(cfg.name, LS)
-      audit('override.used', {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
-        'rid', rid, 'amount_usd', usd(hold), 'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap),
-        'reason', 'over-base-cap'})
+    local o = view.ovr
+    if cfg.overridden and o then
+      -- Counted on every use; audited on the first use in each budget period.
+      local first_use = o.used_p ~= view.p
+      o.uses, o.used_p = o.uses + 1, view.p
+      more[#more + 1], more[#more + 2] = cfg.iid .. '|o', ovr_encode(o)
+      if first_use then
+        local nb = split(cfg.name, LS)
+        local requested, approved = ovr_names(o.oid)
+        audit('override.used', {'override', o.oid, 'budget', nb[1], 'split', nb[2] or '',
+          'model', model, 'tags', tags, 'rid', rid, 'amount_usd', usd(hold),
+          'spent_usd', usd(view.spent), 'cap_usd', usd(cfg.cap), 'period_start', I(view.p),
+          'requested_by', requested, 'approved_by', approved, 'reason', 'over-base-cap'})
+      end
     end
   end
 
-  local rids, rcfgs = {}, {}
-  for i, rc in ipairs(rconfigs) do
-    rate_take(rviews[i], tokens)
-    rids[i], rcfgs[i] = rc.iid, rc.raw
+  -- Shadow limits that would have denied it: audited, and the request goes ahead.
+  local shadowed = {}
+  for i, cfg in ipairs(configs) do
+    if cfg.over then
+      local view = bviews[i]
+      local nb = budget_audit('budget.would_block', cfg, view, cfg.cap + view.extra)
+      shadowed[#shadowed + 1] = 'b' .. LS .. nb[1]
+    end
   end
-  store(bviews, rviews, more)
+  local rids, rcfgs, rtaken = {}, {}, {}
+  for i, rc in ipairs(rconfigs) do
+    if rc.kind then
+      local nb = rate_audit('rate.would_limit', rc, rviews[i], rc.kind, rc.retry_ms)
+      shadowed[#shadowed + 1] = 'r' .. LS .. nb[1]
+    else
+      rate_take(rviews[i], tokens)
+      rids[#rids + 1], rcfgs[#rcfgs + 1], rtaken[#rtaken + 1] = rc.iid, rc.raw, rviews[i]
+    end
+  end
+  reply[#reply + 1] = #shadowed
+  for _, label in ipairs(shadowed) do reply[#reply + 1] = label end
+  store(bviews, rtaken, more)
 
   local deadline = NOW_MS + lease_ms
   -- The record (lib/state.lua R_*), in one format call.
@@ -178,9 +223,10 @@ local function reserve(keys, argv)
   for _, view in ipairs(bviews) do
     if view.dirty and view.e ~= 0 and view.e * 1000 < soonest then soonest = view.e * 1000 end
   end
-  if soonest < due then W('HSET', K_POLICY, 'due', soonest) end
+  if soonest < due then want_due(soonest) end
   if string.find(ARGV[16], 'u', 1, true) then
-    audit('price.unknown', {'model', model, 'tags', tags, 'rid', rid, 'reason', 'allowed-at-zero'})
+    audit_flood('price.unknown', {'model', model, 'tags', tags, 'reason', 'allowed-at-zero'},
+      {'rid', rid})
   end
   return reply
 end

@@ -1,7 +1,7 @@
 -- settle.lua: book the actual cost of a reservation, refund its unused hold; idempotent.
--- needs: common period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  reservation id
 --   ARGV[7]  actual cost (nUSD)
@@ -10,7 +10,7 @@
 --            real settle then books the difference once), else ""
 --   ARGV[13] how to book an id this project does not know: "" (do not: reply "unknown"), or the
 --            model, and then ARGV[14] tags JSON, ARGV[15] attribution rows (\30), ARGV[16] n
---            budget instances and 6 values each as in reserve.lua
+--            budget instances and 7 values each as in reserve.lua
 -- Reply, one of:
 --   {"badargs", what}    malformed ARGV: nothing was read or written
 --   {"clock", server s}
@@ -54,7 +54,7 @@ local function settle(keys, argv)
     if not (tags and dims and n and n >= 0) then return {'badargs', 'fallback'} end
     local configs = {}
     for i = 1, n do
-      local base = 16 + (i - 1) * 6
+      local base = 16 + (i - 1) * 7
       local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = arg_int(ARGV[base + 3]),
         thresholds = ARGV[base + 4], spec = ARGV[base + 5]}
       if not (cfg.iid and cfg.name and cfg.cap and cfg.thresholds and spec_ok(cfg.spec)) then

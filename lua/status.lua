@@ -1,7 +1,7 @@
 -- status.lua: every budget instance of the project, with its period brought to the server clock.
--- needs: common period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  the ids of the budgets the current policy has, joined by \30: only their instances
 --            are reported (a removed budget's stored spend stays until its period ends, so

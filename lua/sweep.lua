@@ -1,7 +1,7 @@
 -- sweep.lua: expire overdue holds now (scripts also do this lazily, a batch per call).
--- needs: common period rate state
+-- needs: common audit period rate overrides state
 --
--- KEYS: the common ten (lib/common.lua).
+-- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head (ARGV[5] is the batch for this call).
 -- Reply: {"swept", holds expired, holds still overdue after this batch}
 

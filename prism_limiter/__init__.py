@@ -2,11 +2,14 @@
 
 Before every LLM call, ``limiter.reserve(project, model, est_tokens)`` checks every budget and
 model policy that applies in one Lua script, holds the estimated cost, and ``settle`` books the
-actual usage afterwards. Every decision lands in the project's audit stream.
+actual usage afterwards. Every decision lands in the project's audit stream
+(``prism_limiter.audit`` has its typed entries).
 """
 
 from prism_limiter._async import AsyncLimiter
+from prism_limiter._audit_chain import AuditCheckpoint, AuditVerification
 from prism_limiter._estimate import estimate_tokens
+from prism_limiter._export import AuditExporter
 from prism_limiter._http import decision_headers
 from prism_limiter._limiter import Limiter
 from prism_limiter._policy import (
@@ -44,6 +47,9 @@ __all__ = [
     "TAGS_HEADER",
     "AsyncLimiter",
     "AsyncReservation",
+    "AuditCheckpoint",
+    "AuditExporter",
+    "AuditVerification",
     "BackendUnavailable",
     "BudgetExceeded",
     "BudgetPolicy",

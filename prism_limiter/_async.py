@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import date, datetime
 from typing import Any, TypeVar
 
 import redis
 
+from prism_limiter import _validate
+from prism_limiter._audit_chain import AuditVerification
+from prism_limiter._audit_ops import AUDIT_BLOCK_MS, Since, start_id
 from prism_limiter._backend import make_client
 from prism_limiter._base import (
     DEFAULT_MAX_CONNECTIONS,
@@ -27,6 +30,7 @@ from prism_limiter._protocol import Op, Request, Script, map_error
 from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter._reservation import AsyncReservation, AsyncReserveCall
 from prism_limiter._scripts import AsyncScripts
+from prism_limiter.audit import AuditEvent
 from prism_limiter.errors import PrismLimiterError
 
 T = TypeVar("T")
@@ -249,13 +253,23 @@ class AsyncLimiter(BaseLimiter):
         *,
         usd: float,
         ttl_s: float,
-        actor: str,
+        requested_by: str,
+        approved_by: str,
         reason: str,
         split_value: str | None = None,
     ) -> Override:
-        """Raise one budget instance's cap by ``usd`` for ``ttl_s`` seconds, approved by
-        ``actor``; audited ``override.granted``, and ``override.used`` whenever a reserve fits
-        only thanks to it. A new grant replaces the instance's previous one."""
+        """Raise one budget instance's cap by ``usd`` for ``ttl_s`` seconds (at most a year).
+
+        Two people: ``requested_by`` asked for it, ``approved_by`` (someone else) approved it;
+        both names, and ``reason``, are required and audited (``override.granted``; the first
+        reserve of each budget period that fits only thanks to it, ``override.used``; its end,
+        ``override.expired`` or ``override.revoked``). A new grant replaces the instance's
+        override in force.
+
+        Raises:
+            InvalidRequest: an unknown budget, a missing or needless ``split_value``, the same
+                person twice, a missing reason, a bad amount or lifetime.
+        """
         return await self._run(
             self._core.grant_override(
                 project,
@@ -263,20 +277,53 @@ class AsyncLimiter(BaseLimiter):
                 split_value=split_value,
                 usd=usd,
                 ttl_s=ttl_s,
-                actor=actor,
+                requested_by=requested_by,
+                approved_by=approved_by,
                 reason=reason,
             )
         )
 
+    async def list_overrides(self, project: str) -> list[Override]:
+        """Every override of ``project``: in force, and ended within the audit retention
+        (``state``, ``uses``, who ended it), oldest grant first."""
+        return await self._run(self._core.list_overrides(project))
+
     async def revoke_override(
         self, project: str, budget: str, *, actor: str, reason: str, split_value: str | None = None
     ) -> bool:
-        """End an override now (audited ``override.revoked``); True if one was in force."""
+        """End an override now, ``actor`` revoking it (audited ``override.revoked`` with the
+        grant's two names); True if one was in force (nothing is audited otherwise)."""
         return await self._run(
             self._core.revoke_override(
                 project, budget, split_value=split_value, actor=actor, reason=reason
             )
         )
+
+    async def verify_audit(self, project: str, checkpoint: Any = None) -> AuditVerification:
+        """Check the project's audit stream (see ``Limiter.verify_audit``)."""
+        return await self._run(self._core.verify_audit(project, checkpoint))
+
+    def read_audit(
+        self, project: str, since: Since = None, *, follow: bool = False
+    ) -> AsyncIterator[AuditEvent]:
+        """The project's audit entries as typed records, an async iterator (see
+        ``Limiter.read_audit``): ``async for event in limiter.read_audit(project): ...``."""
+        after = start_id(since)
+        _validate.name("project", project)
+        return self._audit_entries(project, after, follow)
+
+    async def _audit_entries(
+        self, project: str, after: str, follow: bool
+    ) -> AsyncIterator[AuditEvent]:
+        first = True
+        while True:
+            block = AUDIT_BLOCK_MS if follow else None
+            events, after = await self._run(self._core.audit_page(project, after, block, first))
+            first = False
+            for event in events:
+                yield event
+            if not events and not follow:
+                return
 
     async def aclose(self) -> None:
         """Wait for the settles and releases still in flight (those of cancelled callers

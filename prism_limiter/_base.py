@@ -33,7 +33,7 @@ class BaseLimiter:
         namespace: str = "prism",
         *,
         failure_mode: FailureMode = "closed",
-        audit_maxlen: int = 1_000_000,
+        audit_retention_days: int = 400,
         usage_retention_days: int = 400,
         record_retention_s: int = 7 * 86400,
         evicting_redis: EvictingRedis = "refuse",
@@ -50,6 +50,7 @@ class BaseLimiter:
         for label, value in (
             ("max_projects", max_projects),
             ("breaker_failures", breaker_failures),
+            ("audit_retention_days", audit_retention_days),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequest(f"{label} must be a positive int, got {value!r}")
@@ -61,7 +62,7 @@ class BaseLimiter:
             Settings(
                 namespace=namespace,
                 failure_mode=failure_mode,
-                audit_maxlen=audit_maxlen,
+                audit_retention_days=audit_retention_days,
                 usage_retention_days=usage_retention_days,
                 record_retention_s=record_retention_s,
                 evicting_redis=evicting_redis,

@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from prism_limiter import _validate
+from prism_limiter import _audit_ops, _overrides, _validate
+from prism_limiter._audit_chain import AuditVerification
 from prism_limiter._breaker import Breaker
 from prism_limiter._keys import LS, ProjectKeys
 from prism_limiter._listener import Listener
 from prism_limiter._log import logger
-from prism_limiter._money import nano_to_usd, usd_to_nano
+from prism_limiter._money import nano_to_usd
 from prism_limiter._plan import Request, plan_reserve, request, settle_fallback
 from prism_limiter._policy import Policy
 from prism_limiter._policy_store import PolicyChange, PolicyStore
@@ -42,6 +43,7 @@ from prism_limiter._replies import (
 )
 from prism_limiter._report import add_usage_row, build_report, usage_days, utc_day
 from prism_limiter._rules import BudgetMatch, ProjectRules
+from prism_limiter.audit import AuditEvent
 from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimiterError
 
 _MAX_STALE_RETRIES = 3
@@ -58,7 +60,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_projects: int = 10_000
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
-    audit_maxlen: int = 1_000_000
+    audit_retention_days: int = 400
     usage_retention_days: int = 400
     record_retention_s: int = 7 * 86400
     sweep_batch: int = 32
@@ -118,7 +120,10 @@ class LimiterCore:
         self._keys: dict[str, ProjectKeys] = {}
         self._heads: dict[str, tuple[str | int, ...]] = {}
         self.policies = PolicyStore(
-            settings.namespace, settings.audit_maxlen, self.keys, settings.max_projects
+            settings.namespace,
+            settings.audit_retention_days * 86400 * 1000,
+            self.keys,
+            settings.max_projects,
         )
         self._memory_policy_checked = False
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown_s)
@@ -143,7 +148,7 @@ class LimiterCore:
         s = self.settings
         return (
             project,
-            s.audit_maxlen,
+            s.audit_retention_days * 86400 * 1000,
             s.usage_retention_days * 86400,
             s.record_retention_s * 1000,
             batch or s.sweep_batch,
@@ -525,21 +530,20 @@ class LimiterCore:
             held.finished = True
         return settlement(rid, reply), model
 
-    def _override_target(
-        self, project: str, budget: str, split_value: str | None, actor: str, reason: str
-    ) -> Op[tuple[str, str]]:
-        """The instance id and label of an override's budget, checked against the policy.
+    # -- the audit stream (prism_limiter._audit_ops) -------------------------------------------
 
-        Everything that can be checked without the policy is checked first."""
-        _validate.name("project", project)
-        _validate.name("budget", budget)
-        if split_value is not None:
-            _validate.tag_value("split_value", split_value)
-        _validate.text("actor", actor)
-        _validate.text("reason", reason)
-        yield from self._preflight()
-        rules = yield from self.rules(project)
-        return rules.budget_instance(budget, split_value)
+    def verify_audit(self, project: str, checkpoint: object) -> Op[AuditVerification]:
+        return (yield from _audit_ops.verify(self, project, checkpoint))
+
+    def audit_page(
+        self, project: str, after: str, block_ms: int | None, first: bool
+    ) -> Op[tuple[list[AuditEvent], str]]:
+        """One page of ``read_audit``; the first one also checks the circuit breaker."""
+        if first:
+            yield from _audit_ops.check_project(self, project)
+        return (yield from _audit_ops.page(self, project, after, block_ms))
+
+    # -- overrides (prism_limiter._overrides) ------------------------------------------------
 
     def grant_override(
         self,
@@ -549,33 +553,35 @@ class LimiterCore:
         split_value: str | None,
         usd: float,
         ttl_s: float,
-        actor: str,
+        requested_by: str,
+        approved_by: str,
         reason: str,
     ) -> Op[Override]:
-        """Raise one budget instance's cap by ``usd`` until ``ttl_s`` from now (server clock)."""
-        extra = usd_to_nano("override usd", usd)
-        lifetime_ms = int(_validate.seconds("ttl_s", ttl_s, maximum=366 * 86400) * 1000)
-        iid, label = yield from self._override_target(project, budget, split_value, actor, reason)
-        args: list[str | int] = [iid, label, "grant", extra, lifetime_ms, actor, reason]
-        reply = yield self._script("override", project, args)
-        self._check_reply(reply)
-        return Override(
-            project=project,
-            budget=budget,
-            split_value=split_value,
-            extra_usd=nano_to_usd(extra),
-            expires_at=datetime.fromtimestamp(as_int(reply[1]) / 1000, UTC),
-            actor=actor,
-            reason=reason,
+        return (
+            yield from _overrides.grant(
+                self,
+                project,
+                budget,
+                split_value=split_value,
+                usd=usd,
+                ttl_s=ttl_s,
+                requested_by=requested_by,
+                approved_by=approved_by,
+                reason=reason,
+            )
         )
 
     def revoke_override(
         self, project: str, budget: str, *, split_value: str | None, actor: str, reason: str
     ) -> Op[bool]:
-        iid, label = yield from self._override_target(project, budget, split_value, actor, reason)
-        reply = yield self._script("override", project, [iid, label, "revoke", 0, 0, actor, reason])
-        self._check_reply(reply)
-        return bool(as_int(reply[1]))
+        return (
+            yield from _overrides.revoke(
+                self, project, budget, split_value=split_value, actor=actor, reason=reason
+            )
+        )
+
+    def list_overrides(self, project: str) -> Op[list[Override]]:
+        return (yield from _overrides.listed(self, project))
 
     def release_held(self, held: Held) -> Op[bool]:
         if not held.allowed:
@@ -626,10 +632,10 @@ class LimiterCore:
         project = _validate.name("project", project)
         yield from self._preflight()
         rules = yield from self.rules(project)
-        ids = [b.id for b in rules.policy.budgets] if rules.policy else []
-        reply = yield self._script("status", project, [LS.join(ids)])
+        modes = {b.id: b.mode for b in rules.policy.budgets} if rules.policy else {}
+        reply = yield self._script("status", project, [LS.join(modes)])
         self._check_reply(reply)
-        return budget_states(reply)
+        return budget_states(reply, modes)
 
     def usage(self, project: str, start: date | None, end: date | None) -> Op[UsageReport]:
         """Sum the usage days ``start``..``end`` (each a date or datetime, see ``utc_day``);

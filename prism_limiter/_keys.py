@@ -61,11 +61,21 @@ class ProjectKeys:
     def audit(self) -> str:
         return self.prefix + "audit"
 
+    @property
+    def audit_head(self) -> str:
+        """The audit stream's last seq and chain, and its open flood windows (a hash)."""
+        return self.prefix + "audit:head"
+
+    @property
+    def overrides(self) -> str:
+        return self.prefix + "overrides"
+
     def usage(self, day: str) -> str:
         return f"{self.prefix}usage:{day}"
 
     def script_keys(self, now: datetime | None = None) -> list[str]:
-        """KEYS for every script: the state keys plus three candidate usage days.
+        """KEYS for every script: the state keys, three candidate usage days, the audit head
+        and the override records.
 
         The script picks the usage day from the server clock; the client only offers yesterday,
         today and tomorrow by its own clock, so a client clock a day off is detected, not trusted.
@@ -90,6 +100,8 @@ class ProjectKeys:
             p + "done",
             p + "audit",
             *(self.usage(day) for day in days),
+            p + "audit:head",
+            p + "overrides",
         ]
 
 

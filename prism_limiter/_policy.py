@@ -17,6 +17,9 @@ from prism_limiter._pricing import provider_problem
 from prism_limiter.errors import InvalidRequest, PolicyError
 
 Period = Literal["day", "week", "month", "quarter", "year", "total"]
+# "shadow": the limit never denies; a request it would deny is audited (budget.would_block,
+# rate.would_limit) and goes ahead. For rolling a limit out safely.
+Mode = Literal["enforce", "shadow"]
 _GLOB = re.compile(r"[A-Za-z0-9_.:/@*?\-\[\]!]{1,128}\Z")
 
 
@@ -102,6 +105,7 @@ class BudgetPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     id: str
     usd: float
+    mode: Mode = "enforce"
     period: Period = "month"
     timezone: str = "UTC"
     week_start: Literal["monday", "sunday"] = "monday"
@@ -140,6 +144,7 @@ class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """
 
     id: str
+    mode: Mode = "enforce"
     models: tuple[str, ...] = ()
     rpm: int | None = None
     tpm: int | None = None

@@ -54,12 +54,12 @@ class PolicyStore:
     def __init__(
         self,
         namespace: str,
-        audit_maxlen: int,
+        audit_retention_ms: int,
         keys: Callable[[str], ProjectKeys],
         max_projects: int = 10_000,
     ) -> None:
         self.namespace = namespace
-        self.audit_maxlen = audit_maxlen
+        self.audit_retention_ms = audit_retention_ms
         self.keys = keys
         self.max_projects = max_projects
         self._rules: dict[str, ProjectRules] = {}
@@ -143,7 +143,7 @@ class PolicyStore:
         zones = _tz.for_zones({b.timezone for b in pp.budgets} if pp else set())
         args: list[str | int] = [
             project,
-            self.audit_maxlen,
+            self.audit_retention_ms,
             version,
             encode_project(pp).decode() if pp else "",
             actor,
@@ -152,7 +152,7 @@ class PolicyStore:
         for zone, table in zones:
             args += [zone, table]
         args.append(event)
-        yield Script("apply_policy", [keys.policy, keys.audit], args)
+        yield Script("apply_policy", [keys.policy, keys.audit, keys.audit_head], args)
 
     def projects(self) -> Op[list[str]]:
         """The projects the stored document lists plus those registered in ``<ns>:projects``

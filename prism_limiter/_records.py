@@ -9,7 +9,7 @@ turns back into the record.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -37,7 +37,8 @@ def _without_none(value: Any) -> Any:
 class BudgetState(_Record, frozen=True, kw_only=True):
     """One budget instance as a decision or a status report sees it (amounts in USD).
 
-    ``cap_usd`` includes ``override_usd``, the extra of an override in force.
+    ``cap_usd`` includes ``override_usd``, the extra of an override in force. ``mode`` is
+    ``"shadow"`` for a budget that only audits what it would block (``budget.would_block``).
     """
 
     budget: str
@@ -49,18 +50,33 @@ class BudgetState(_Record, frozen=True, kw_only=True):
     period_start: datetime | None = None
     resets_at: datetime | None = None
     override_usd: float = 0.0
+    mode: Literal["enforce", "shadow"] = "enforce"
 
 
 class Override(_Record, frozen=True, kw_only=True):
-    """An approved, expiring raise of one budget instance's cap (audited when granted and used)."""
+    """An approved, expiring raise of one budget instance's cap, asked for by one person and
+    approved by another.
 
+    ``state`` is ``active`` until it ends, once: ``expired`` (its time came) or ``revoked``
+    (revoked, or replaced by a new grant: ``end_reason`` ``"replaced"``). ``uses`` counts the
+    reserves that fitted only thanks to it.
+    """
+
+    id: str
     project: str
     budget: str
     split_value: str | None = None
     extra_usd: float
+    granted_at: datetime
     expires_at: datetime
-    actor: str
+    requested_by: str
+    approved_by: str
     reason: str
+    state: Literal["active", "expired", "revoked"] = "active"
+    uses: int = 0
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
 
 
 class BudgetWarning(_Record, frozen=True, kw_only=True):
@@ -80,8 +96,9 @@ class Decision(_Record, frozen=True, kw_only=True):
     ``model-not-allowed``, ``no-policy``. For a budget denial, ``budget``, ``cap_usd``,
     ``spent_usd``, ``held_usd``, ``over_by_usd`` and ``resets_at`` describe it; for a rate
     denial, ``limit``, ``limit_kind`` (``rpm``, ``tpm``, ``tpm-too-large``, ``concurrency``) and
-    ``retry_after_s`` (None when no time can be promised). ``to_dict()`` includes
-    ``remaining_usd`` too.
+    ``retry_after_s`` (None when no time can be promised). ``would_block`` and
+    ``would_limit`` name the shadow budgets and rate limits that would have denied an allowed
+    request. ``to_dict()`` includes ``remaining_usd`` too.
     """
 
     allowed: bool
@@ -104,6 +121,8 @@ class Decision(_Record, frozen=True, kw_only=True):
     expires_at: datetime | None = None
     budgets: tuple[BudgetState, ...] = ()
     warnings: tuple[BudgetWarning, ...] = ()
+    would_block: tuple[str, ...] = ()
+    would_limit: tuple[str, ...] = ()
     replayed: bool = False
     degraded: bool = False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,7 +115,7 @@ def decision_from_reply(
                 f" ${nano_to_usd(held):.6f}, this request ${nano_to_usd(hold):.6f})"
             ),
         )
-    # ok: hold, deadline, now, then six values per budget
+    # ok: hold, deadline, now, six values per budget, then the shadow limits that would deny
     hold = as_int(reply[1])
     states, warnings = [], []
     for i, b in enumerate(budgets):
@@ -132,6 +132,7 @@ def decision_from_reply(
                 period_start=ts(start),
                 resets_at=ts(end),
                 override_usd=nano_to_usd(as_int(extra)),
+                mode=b.budget.mode,
             )
         )
         # Booked spend only, the rule of the budget.warn audit: holds are upper bounds.
@@ -146,12 +147,16 @@ def decision_from_reply(
                     used_fraction=used,
                 )
             )
+    base = 4 + 6 * len(budgets)
+    shadowed = [text(x).split(LS, 1) for x in reply[base + 1 : base + 1 + as_int(reply[base])]]
     return make(
         allowed=True,
         hold_usd=nano_to_usd(hold),
         expires_at=datetime.fromtimestamp(as_int(reply[2]) / 1000, UTC),
         budgets=tuple(states),
         warnings=tuple(warnings),
+        would_block=tuple(name for kind, name in shadowed if kind == "b"),
+        would_limit=tuple(name for kind, name in shadowed if kind == "r"),
         resets_at=min((s.resets_at for s in states if s.resets_at), default=None),
     )
 
@@ -203,8 +208,8 @@ def settlement(rid: str, reply: list[Any]) -> Settlement:
     )
 
 
-def budget_states(reply: list[Any]) -> list[BudgetState]:
-    """Budget instances of a status reply."""
+def budget_states(reply: list[Any], modes: Mapping[str, str]) -> list[BudgetState]:
+    """Budget instances of a status reply; ``modes``: each budget id's policy mode."""
     out = []
     for i in range(3, len(reply), 8):
         _, label, cap, spent, held, start, end, extra = reply[i : i + 8]
@@ -221,6 +226,7 @@ def budget_states(reply: list[Any]) -> list[BudgetState]:
                 period_start=ts(start),
                 resets_at=ts(end),
                 override_usd=nano_to_usd(as_int(extra)),
+                mode="shadow" if modes.get(budget) == "shadow" else "enforce",
             )
         )
     return out

@@ -33,7 +33,8 @@ class BudgetMatch:
 
     def script_args(self) -> list[str | int]:
         charge = "1" if self.budget.on_expiry == "charge" else "0"
-        return [self.iid, self.label, self.cap_nano, self.thresholds, self.spec, charge]
+        mode = "s" if self.budget.mode == "shadow" else "e"
+        return [self.iid, self.label, self.cap_nano, self.thresholds, self.spec, charge, mode]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,8 @@ class RateMatch:
         config = (
             f"{lim.rpm or 0},{lim.tpm or 0},{lim.max_concurrent or 0},{round(lim.burst * 1000)}"
         )
-        return [self.iid, f"{lim.id}{LS}{self.split_value or ''}", config]
+        mode = "s" if lim.mode == "shadow" else "e"
+        return [self.iid, f"{lim.id}{LS}{self.split_value or ''}", config, mode]
 
 
 def _matches(forms: tuple[str, ...], globs: tuple[str, ...]) -> bool:

@@ -37,7 +37,7 @@ NAMES = (
     "sweep",
 )
 _NEEDS = re.compile(r"^-- needs: (.*)$", re.MULTILINE)
-_LIBS = ("common", "period", "rate", "state")
+_LIBS = ("common", "audit", "period", "rate", "overrides", "state")
 
 
 def lua_dir() -> Path:

@@ -1,6 +1,6 @@
 -- lib/common.lua: helpers shared by every project script (assembled by prism_limiter._scripts).
 --
--- KEYS (the same ten, in this order, for every project script; all share the {project} hash tag)
+-- KEYS (the same twelve, in this order, for every project script; all share the {project} hash tag)
 --   KEYS[1]  policy   hash: v (version), doc, actor, ts_ms, tz:<zone> (UTC offset transitions)
 --   KEYS[2]  budgets  hash: <instance>|s spent, |h held, |p period start s, |e period end s
 --                      (0 = never), |w warned flags, |c cap, |t thresholds, |k period spec (nUSD)
@@ -11,9 +11,12 @@
 --   KEYS[7]  audit    stream
 --   KEYS[8..10] usage:<YYYYMMDD> for yesterday, today, tomorrow by the client clock; the server
 --                      clock picks one (attribution counters per UTC day)
+--   KEYS[11] audit:head  hash: seq and chain of the last audit entry, open flood windows
+--                      (lib/audit.lua)
+--   KEYS[12] overrides hash: override id -> record, live and ended (lib/overrides.lua)
 -- ARGV (common head)
 --   ARGV[1]  project name
---   ARGV[2]  audit stream MAXLEN (approximate trimming)
+--   ARGV[2]  audit retention (integer ms): entries older than that are trimmed (XADD MINID ~)
 --   ARGV[3]  usage key TTL (integer seconds)
 --   ARGV[4]  record retention after a hold ends (integer ms)
 --   ARGV[5]  sweep batch: at most this many expired holds / finished records per call
@@ -52,7 +55,8 @@ end
 -- are defined once, and every call sets the context before it reads any of it.
 local KEYS, ARGV
 local K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS, K_LEASES, K_DONE, K_AUDIT, K_USAGE
-local PROJECT, AUDIT_MAXLEN, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH, BAD_HEAD
+local K_AHEAD, K_OVERRIDES
+local PROJECT, AUDIT_RETENTION_MS, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH, BAD_HEAD
 local NOW_S, NOW_MS
 local FS, LS = '\31', '\30'
 
@@ -89,9 +93,4 @@ local function usd(n)
   local sign = ''
   if n < 0 then sign = '-'; n = -n end
   return string.format('%s%d.%09d', sign, math.floor(n / 1e9), n % 1e9)
-end
-
-local function audit(event, fields)
-  W('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*',
-    'event', event, 'project', PROJECT, 'ts_ms', NOW_MS, unpack(fields))
 end

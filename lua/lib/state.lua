@@ -10,7 +10,7 @@
 --            threshold not fired yet (nUSD, -1 = none: settle looks closer only past it)
 --   <iid>|c  "cap\31thresholds\31period spec\31budget\30split value" (thresholds
 --            "nUSD:fraction,...", ascending)
---   <iid>|o  "extra nUSD:until ms" an override
+--   <iid>|o  the override in force (lib/overrides.lua)
 
 -- Hold record fields (one string in the holds hash, fields joined by \31).
 local R_STATE, R_HOLD, R_DEADLINE, R_CREATED, R_MODEL, R_IIDS, R_CHARGE = 1, 2, 3, 4, 5, 6, 7
@@ -111,10 +111,8 @@ local function budget_view(iid, spec, hot, cold, ovr)
     local c = cold_config(cold)
     view.cap, view.thresholds, view.name, view.stored_spec = c[1], c[2], c[3] or iid, c[4]
   end
-  if ovr then
-    local x, u = string.match(ovr, '^(%d+):(%d+)$')
-    if x and #x <= 16 and tonumber(u) > NOW_MS then view.extra = tonumber(x) end
-  end
+  view.ovr = ovr_parse(ovr)
+  if view.ovr and view.ovr.until_ms > NOW_MS then view.extra = view.ovr.extra end
   view.spec = spec or view.stored_spec
   if not view.spec then return view end
   local current = view.spec == view.stored_spec and view.p ~= nil
@@ -283,18 +281,21 @@ local function first_score(key)
 end
 
 -- When housekeeping is next needed (ms): the first lease deadline, record to drop or period to
--- close, and at the latest DENIAL_KEEP_MS from now (so work a settle adds later, always due
--- later than that, never waits past it). Stored as "due" in the policy hash.
-local function next_due()
+-- close (or timer to run: lib/overrides.lua), audit window to write (`audit_due`), and at the
+-- latest DENIAL_KEEP_MS from now (so work a settle adds later, always due later than that,
+-- never waits past it). Stored as "due" in the policy hash.
+local function next_due(audit_due)
   local due = NOW_MS + math.max(DENIAL_KEEP_MS, 1000)
+  if audit_due and audit_due < due then due = audit_due end
   local lease, done, ended = first_score(K_LEASES), first_score(K_DONE), first_score(K_BIDX)
   if lease and lease < due then due = lease end
   if done and done + RETENTION_MS < due then due = done + RETENTION_MS end
-  if ended and ended * 1000 < due then due = ended * 1000 end
+  if ended and ended * 1000 < due then due = math.floor(ended * 1000 + 0.5) end
   return math.max(due, NOW_MS + 1)
 end
 
--- Bounded upkeep: overdue holds, old records, finished budget periods and idle rate instances.
+-- Bounded upkeep: overdue holds, old records, finished budget periods, idle rate instances,
+-- overrides that ended, old override records and audit flood windows that ended.
 -- Reserve runs it only when the policy hash's "due" has passed; status and sweep always.
 -- Returns how many holds expired, and the next due time it stored.
 local function housekeeping(limit)
@@ -304,10 +305,16 @@ local function housekeeping(limit)
     W('HDEL', K_HOLDS, rid)
     W('ZREM', K_DONE, rid)
   end
-  local ended = redis.call('ZRANGEBYSCORE', K_BIDX, '-inf', NOW_S, 'LIMIT', 0, limit)
+  local ended = redis.call('ZRANGEBYSCORE', K_BIDX, '-inf', string.format('%.3f', NOW_MS / 1000),
+    'LIMIT', 0, limit)
   for _, member in ipairs(ended) do
-    local iid = member
-    if string.sub(member, 1, 2) == 'r|' then
+    local iid, kind = member, string.sub(member, 1, 2)
+    if kind == 'o|' then
+      ovr_timer(string.sub(member, 3))
+    elseif kind == 'd|' then
+      W('HDEL', K_OVERRIDES, string.sub(member, 3))
+      W('ZREM', K_BIDX, member)
+    elseif kind == 'r|' then
       if rate_drop_if_idle(string.sub(member, 3)) then
         W('ZREM', K_BIDX, member)
       else
@@ -316,8 +323,9 @@ local function housekeeping(limit)
     else
       local v = redis.call('HMGET', K_BUDGETS, iid, iid .. '|o')
       local held = tonumber(string.match(v[1] or '', '^%d+:(%d+):')) or 0
-      local until_ms = tonumber(string.match(v[2] or '', '^%d+:(%d+)$')) or 0
-      if held <= 0 and until_ms <= NOW_MS then
+      local o = ovr_parse(v[2])
+      if held <= 0 and not (o and o.until_ms > NOW_MS) then
+        if o then ovr_end(iid, o, 'override.expired', '', 'expired') end
         W('HDEL', K_BUDGETS, iid, iid .. '|c', iid .. '|o')
         W('ZREM', K_BIDX, iid)
       else
@@ -325,7 +333,7 @@ local function housekeeping(limit)
       end
     end
   end
-  local due = next_due()
+  local due = next_due(audit_upkeep())
   -- Remembered in the policy hash, never creating it (a project without a stored policy).
   if redis.call('HEXISTS', K_POLICY, 'v') == 1 then W('HSET', K_POLICY, 'due', due) end
   return expired, due
@@ -334,21 +342,24 @@ end
 -- The context of one call: keys, the common ARGV head, the server clock. Every script calls it
 -- first. A malformed head sets BAD_HEAD (the script then refuses before reading anything).
 local USAGE_DAY, USAGE_DAY_UNTIL = nil, 0 -- the UTC day's key suffix, kept across calls
-local HEAD = {} -- the last common ARGV head and its parse, kept across calls
+local ARGV_HEAD = {} -- the last common ARGV head and its parse, kept across calls
 local function begin(keys, argv)
   KEYS, ARGV = keys, argv
   K_POLICY, K_BUDGETS, K_BIDX, K_HOLDS = keys[1], keys[2], keys[3], keys[4]
   K_LEASES, K_DONE, K_AUDIT = keys[5], keys[6], keys[7]
+  K_AHEAD, K_OVERRIDES = keys[11], keys[12]
   PROJECT = argv[1]
-  local h = HEAD
+  local h = ARGV_HEAD
   if not (h[1] == argv[2] and h[2] == argv[3] and h[3] == argv[4] and h[4] == argv[5]) then
     -- a new head (the same one comes on every call of a limiter): parse it once
     h = {argv[2], argv[3], argv[4], argv[5], int(argv[2]), int(argv[3]), int(argv[4]),
       int(argv[5])}
-    HEAD = h
+    ARGV_HEAD = h
   end
-  AUDIT_MAXLEN, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH = h[5], h[6], h[7], h[8]
-  BAD_HEAD = not (AUDIT_MAXLEN and USAGE_TTL_S and RETENTION_MS and SWEEP_BATCH)
+  AUDIT_RETENTION_MS, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH = h[5], h[6], h[7], h[8]
+  BAD_HEAD = not (AUDIT_RETENTION_MS and AUDIT_RETENTION_MS > 0 and USAGE_TTL_S and RETENTION_MS
+    and SWEEP_BATCH and K_AHEAD and K_OVERRIDES)
+  HEAD_LOADED = false
   DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
   local t = redis.call('TIME')
   NOW_S = tonumber(t[1])

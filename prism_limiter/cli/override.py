@@ -10,23 +10,18 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from prism_limiter._limiter import Limiter
+from prism_limiter._records import Override
 from prism_limiter.cli._common import (
     OK,
     check_name,
     command,
-    guarded,
     json_flag,
     limiter,
     out,
     seconds,
-    text,
     usd,
     write_json,
 )
-from prism_limiter.cli._stored import StoredOverride, overrides
-
-_SCAN = 5000  # audit entries searched for who granted an override
 
 
 def register(sub: Any) -> None:
@@ -34,22 +29,26 @@ def register(sub: Any) -> None:
         "override",
         help="grant, revoke and list budget overrides",
         description="Grant, revoke and list overrides: expiring, audited raises of one budget"
-        " instance's cap (see Overrides in the README).",
+        " instance's cap, asked for by one person and approved by another (see Overrides in"
+        " the README).",
     )
     cmds = group.add_subparsers(dest="override_command", required=True, metavar="COMMAND")
     p = command(cmds, "grant", grant, "raise one budget instance's cap by --usd for --ttl")
     _target(p)
     p.add_argument("--usd", type=float, required=True, help="the extra cap in USD")
     p.add_argument("--ttl", type=seconds, required=True, help="how long: 3600, 90m, 12h, 7d")
-    _approval(p)
+    p.add_argument("--requested-by", required=True, help="who asked for it (audited)")
+    p.add_argument("--approved-by", required=True, help="who approved it: someone else (audited)")
+    p.add_argument("--reason", required=True, help="why (audited)")
     json_flag(p, "the override")
     p = command(cmds, "revoke", revoke, "end an override now")
     _target(p)
-    _approval(p)
+    p.add_argument("--actor", required=True, help="who revokes it (audited)")
+    p.add_argument("--reason", required=True, help="why (audited)")
     json_flag(p, "the outcome")
     p = command(cmds, "list", list_, "the overrides in force (all projects when none is named)")
     p.add_argument("project", nargs="?", metavar="PROJECT")
-    p.add_argument("--ended", action="store_true", help="include ended ones still stored")
+    p.add_argument("--ended", action="store_true", help="include ended ones still kept")
     json_flag(p)
 
 
@@ -59,11 +58,6 @@ def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", dest="split_value", help="the split value (split budgets)")
 
 
-def _approval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--actor", required=True, help="who approved it (audited)")
-    p.add_argument("--reason", required=True, help="why (audited)")
-
-
 def grant(args: argparse.Namespace) -> int:
     with limiter(args) as lim:
         granted = lim.grant_override(
@@ -71,7 +65,8 @@ def grant(args: argparse.Namespace) -> int:
             args.budget,
             usd=args.usd,
             ttl_s=args.ttl,
-            actor=args.actor,
+            requested_by=args.requested_by,
+            approved_by=args.approved_by,
             reason=args.reason,
             split_value=args.split_value,
         )
@@ -82,7 +77,8 @@ def grant(args: argparse.Namespace) -> int:
     out().print(
         Text(
             f"granted {granted.project} {what}: +{usd(granted.extra_usd, 2)} until"
-            f" {granted.expires_at:%Y-%m-%d %H:%M:%S} UTC (actor {granted.actor})"
+            f" {granted.expires_at:%Y-%m-%d %H:%M:%S} UTC (requested by {granted.requested_by},"
+            f" approved by {granted.approved_by})"
         )
     )
     return OK
@@ -106,62 +102,31 @@ def revoke(args: argparse.Namespace) -> int:
     return OK
 
 
-def _granted_by(lim: Limiter, project: str, o: StoredOverride) -> dict[str, str]:
-    """The ``override.granted`` entry of this very grant (same budget, split and end)."""
-    until = str(o.until_ms)
-    raw = guarded(lim.client.xrevrange, lim.audit_key(project), "+", "-", count=_SCAN)
-    for _, fields in raw:
-        f = {text(k): text(v) for k, v in fields.items()}
-        if (
-            f.get("event") == "override.granted"
-            and f.get("budget") == o.budget
-            and (f.get("split") or None) == o.split_value
-            and f.get("until_ms") == until
-        ):
-            return {"actor": f.get("actor", ""), "reason": f.get("reason", "")}
-    return {}
-
-
 def list_(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = []
+    found: list[Override] = []
     with limiter(args) as lim:
         projects = [check_name("project", args.project)] if args.project else lim.projects()
         for project in projects:
-            for o in overrides(lim.client, lim.namespace, project):
-                if o.live or args.ended:
-                    rows.append(
-                        {
-                            "project": project,
-                            "budget": o.budget,
-                            "split_value": o.split_value,
-                            "extra_usd": o.extra_usd,
-                            "until": f"{o.until:%Y-%m-%dT%H:%M:%SZ}",
-                            "until_ms": o.until_ms,
-                            "live": o.live,
-                            **_granted_by(lim, project, o),
-                        }
-                    )
+            found += [o for o in lim.list_overrides(project) if o.state == "active" or args.ended]
     if args.json:
-        write_json({"overrides": rows})
+        write_json({"overrides": [o.to_dict() for o in found]})
         return OK
-    if not rows:
+    if not found:
         out().print("no overrides in force")
         return OK
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    for head in ("project", "budget", "extra", "until (UTC)", "left", "actor", "reason"):
+    for head in ("project", "budget", "extra", "until (UTC)", "left", "asked / approved", "why"):
         table.add_column(head, justify="right" if head == "extra" else "left", no_wrap=True)
     now = datetime.now(UTC)
-    for r in rows:
-        until = datetime.fromtimestamp(r["until_ms"] / 1000, UTC)
-        left = until - now
+    for o in found:
         table.add_row(
-            Text(r["project"]),
-            Text(r["budget"] + (f" [{r['split_value']}]" if r["split_value"] else "")),
-            usd(r["extra_usd"], 2),
-            f"{until:%Y-%m-%d %H:%M}",
-            _left(left.total_seconds()) if r["live"] else "ended",
-            Text(r.get("actor", "?")),
-            Text(r.get("reason", "")),
+            Text(o.project),
+            Text(o.budget + (f" [{o.split_value}]" if o.split_value else "")),
+            usd(o.extra_usd, 2),
+            f"{o.expires_at:%Y-%m-%d %H:%M}",
+            _left((o.expires_at - now).total_seconds()) if o.state == "active" else o.state,
+            Text(f"{o.requested_by} / {o.approved_by}"),
+            Text(o.reason),
         )
     out().print(table)
     return OK

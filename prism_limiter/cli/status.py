@@ -14,7 +14,7 @@ from rich.text import Text
 
 from prism_limiter._money import NANO_PER_USD
 from prism_limiter._policy import BudgetPolicy, ProjectPolicy
-from prism_limiter._records import BudgetState
+from prism_limiter._records import BudgetState, Override
 from prism_limiter.cli._bars import budget_bar
 from prism_limiter.cli._common import (
     FINDING,
@@ -27,7 +27,7 @@ from prism_limiter.cli._common import (
     usd,
     write_json,
 )
-from prism_limiter.cli._stored import StoredOverride, overrides, stored_policy
+from prism_limiter.cli._stored import stored_policy
 
 HELP = """\
 every budget instance of PROJECT (all projects when none is given): spent / held / remaining
@@ -59,13 +59,13 @@ def _unused(budget: BudgetPolicy) -> BudgetState:
 
 
 def rows(
-    states: list[BudgetState], policy: ProjectPolicy | None, live: list[StoredOverride]
+    states: list[BudgetState], policy: ProjectPolicy | None, live: list[Override]
 ) -> list[dict[str, Any]]:
     """One row per budget instance, with what the policy and overrides add to it."""
     budgets = {b.id: b for b in policy.budgets} if policy else {}
     seen = {s.budget for s in states}
     states = states + [_unused(b) for b in budgets.values() if b.id not in seen and not b.split_by]
-    by_instance = {(o.budget, o.split_value): o for o in live if o.live}
+    by_instance = {(o.budget, o.split_value): o for o in live if o.state == "active"}
     out = []
     for s in sorted(states, key=lambda s: (s.budget, s.split_value or "")):
         b = budgets.get(s.budget)
@@ -85,9 +85,9 @@ def _json_row(project: str, row: dict[str, Any]) -> dict[str, Any]:
         data["resets_at_local"] = row["resets_local"].isoformat()
     data["warn_at"] = list(row["warn_at"])
     data["warn_passed"] = list(row["passed"])
-    o: StoredOverride | None = row["override"]
+    o: Override | None = row["override"]
     if o is not None:
-        data["override"] = {"extra_usd": o.extra_usd, "until": o.until.isoformat()}
+        data["override"] = {"extra_usd": o.extra_usd, "until": o.expires_at.isoformat()}
     return data
 
 
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         report = []
         for project in projects:
             states = lim.status(project)
-            live = overrides(lim.client, lim.namespace, project)
+            live = lim.list_overrides(project)
             report.append((project, rows(states, doc.for_project(project), live)))
     finding = any(r["passed"] for _, rs in report for r in rs)
     if args.json:
@@ -146,12 +146,12 @@ def render(project: str, project_rows: list[dict[str, Any]]) -> None:
         notes = [f"past {f:.0%}" for f in row["passed"]]
         if s.spent_usd >= s.cap_usd > 0 or (s.cap_usd == 0 and s.spent_usd > 0):
             notes.append("at cap")
-        o: StoredOverride | None = row["override"]
+        o: Override | None = row["override"]
         if o is not None:
             notes.append("override")
             live.append(
                 f"  override {name}: +{usd(o.extra_usd, 2)} (in the cap) until"
-                f" {o.until:%Y-%m-%d %H:%M} UTC"
+                f" {o.expires_at:%Y-%m-%d %H:%M} UTC"
             )
         table.add_row(
             Text(name),

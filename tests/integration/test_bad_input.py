@@ -164,7 +164,9 @@ def test_a_lone_surrogate_tag_changes_nothing_under_defaults(limiter: Any, rclie
 @pytest.mark.parametrize(
     "bad",
     [
-        {"actor": LONE_SURROGATE},
+        {"approved_by": LONE_SURROGATE},
+        {"requested_by": LONE_SURROGATE},
+        {"approved_by": "Ann ", "requested_by": "ann"},  # one person twice
         {"reason": LONE_SURROGATE},
         {"split_value": LONE_SURROGATE},
         {"split_value": "a\nb"},
@@ -176,17 +178,26 @@ def test_a_lone_surrogate_tag_changes_nothing_under_defaults(limiter: Any, rclie
 def test_bad_override_text_changes_nothing(
     limiter: Any, policy: Policy, rclient: Any, project: str, bad: dict[str, Any]
 ) -> None:
-    """Actor, reason and split value are checked before any I/O, for a listed project and for
-    one that [defaults] covers (whose first read would register it)."""
+    """Both names, reason and split value are checked before any I/O, for a listed project and
+    for one that [defaults] covers (whose first read would register it)."""
     defaults = Policy.from_toml(DEFAULTS_POLICY).defaults
     limiter.apply_policy(Policy(projects=policy.projects, defaults=defaults))
     before = keyspace(rclient)
-    args: dict[str, Any] = {"actor": "cfo", "reason": "launch", "split_value": "acme"}
+    args: dict[str, Any] = {
+        "requested_by": "ann",
+        "approved_by": "cfo",
+        "reason": "launch",
+        "split_value": "acme",
+    }
     args.update(bad)
     with pytest.raises(InvalidRequest):
         limiter.grant_override(project, "per-customer", usd=1, ttl_s=60, **args)
-    with pytest.raises(InvalidRequest):
-        limiter.revoke_override(project, "per-customer", **args)
+    revoke = {"actor": args["approved_by"], "reason": args["reason"]}
+    if "requested_by" not in bad:
+        with pytest.raises(InvalidRequest):
+            limiter.revoke_override(
+                project, "per-customer", split_value=args["split_value"], **revoke
+            )
     assert keyspace(rclient) == before
 
 

@@ -42,9 +42,17 @@ def lim(redis_url: str) -> Any:
 def _grant(lim: Limiter, n: int, project: str = "search") -> None:
     for i in range(n):
         if project == "search":
-            lim.grant_override("search", "monthly", usd=1, ttl_s=60, actor="cfo", reason=f"r{i}")
-        else:
-            lim.try_reserve(project, "gpt-4o", est_tokens=10)  # model.denied
+            lim.grant_override(
+                "search",
+                "monthly",
+                usd=1,
+                ttl_s=60,
+                requested_by="alice",
+                approved_by="cfo",
+                reason=f"r{i}",
+            )
+        else:  # model.denied, a different model each time (identical floods share an entry)
+            lim.try_reserve(project, ("gpt-4o", "gpt-4.1", "o3")[i % 3], est_tokens=10)
 
 
 def _lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
@@ -60,7 +68,8 @@ def test_tail_history_and_filters(redis_url: str, lim: Limiter) -> None:
     assert entries[-1]["reason"] == "r11" and entries[-1]["project"] == "search"
     assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
     entries = _lines(cli("audit", "tail", "--all", "-n", "100", "--json", url=redis_url))
-    assert len(entries) == 2 + 12 + 2  # two policy.applied, 12 grants, 2 denials
+    # two policy.applied, 12 grants (each of the last 11 replacing one: override.revoked), 2 denials
+    assert len(entries) == 2 + 12 + 11 + 2
     assert {e["project"] for e in entries} == {"search", "other"}
     denied = _lines(cli("audit", "tail", "--all", "-e", "model.*", "--json", url=redis_url))
     assert [e["event"] for e in denied] == ["model.denied", "model.denied"]
@@ -80,10 +89,12 @@ def test_tail_history_and_filters(redis_url: str, lim: Limiter) -> None:
     )
     assert len(both) == 4
     pretty = cli("audit", "tail", "search", "-n", "1", url=redis_url)
-    assert " search override.granted budget=monthly amount_usd=1.000000000" in pretty.stdout
-    assert "actor=cfo reason=r11" in pretty.stdout
+    assert (
+        " search override.granted " in pretty.stdout and "amount_usd=1.000000000" in pretty.stdout
+    )
+    assert "approved_by=cfo" in pretty.stdout and "reason=r11" in pretty.stdout
     since = _lines(cli("audit", "tail", "search", "--since", "10m", "--json", url=redis_url))
-    assert len(since) == 13  # everything of the last ten minutes, not just the last 10
+    assert len(since) == 24  # everything of the last ten minutes, not just the last 10
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert _lines(cli("audit", "tail", "search", "--since", future, "--json", url=redis_url)) == []
 
@@ -144,10 +155,11 @@ class Follower:
 
 
 def test_follow_misses_nothing(redis_url: str, rclient: Any, lim: Limiter) -> None:
-    follower = Follower(redis_url, "search", "-n", "1")
+    _grant(lim, 1)  # the history the follower prints first: once it has, it is reading
+    follower = Follower(redis_url, "search", "-n", "1", "-e", "override.granted")
     try:
-        [first] = follower.take(1)  # the history: the policy.applied entry
-        assert first["event"] == "policy.applied"
+        [first] = follower.take(1)
+        assert first["event"] == "override.granted"
         for burst in range(5):  # bursts that land between reads and during them
             _grant(lim, 40)
             if burst % 2:
@@ -155,14 +167,14 @@ def test_follow_misses_nothing(redis_url: str, rclient: Any, lim: Limiter) -> No
         got = follower.take(200)
     finally:
         follower.stop()
-    stored = [e for e in audit(rclient, "search") if e["event"] == "override.granted"]
+    stored = [e for e in audit(rclient, "search") if e["event"] == "override.granted"][1:]
     assert [g["reason"] for g in got] == [s["reason"] for s in stored]
     ids = [g["id"] for g in got]
     assert ids == sorted(ids) and len(set(ids)) == 200
 
 
 def test_follow_all_picks_up_every_project(redis_url: str, lim: Limiter) -> None:
-    follower = Follower(redis_url, "--all", "-n", "0")
+    follower = Follower(redis_url, "--all", "-n", "0", "-e", "override.granted", "model.denied")
     try:
         time.sleep(1.5)  # let it start reading
         _grant(lim, 3)
@@ -187,7 +199,8 @@ def test_export_by_time(redis_url: str, lim: Limiter, tmp_path: Any) -> None:
         url=redis_url,
     )
     entries = _lines(done)
-    assert [e["event"] for e in entries] == ["policy.applied"] + ["override.granted"] * 3
+    granted, replaced = "override.granted", "override.revoked"  # each new grant replaces one
+    assert [e["event"] for e in entries] == ["policy.applied", granted] + [replaced, granted] * 2
     target = tmp_path / "audit.jsonl"
     done = cli(
         "audit",
@@ -204,7 +217,7 @@ def test_export_by_time(redis_url: str, lim: Limiter, tmp_path: Any) -> None:
         url=redis_url,
     )
     assert done.returncode == 0 and done.stdout == ""
-    assert len(target.read_text().splitlines()) == 3
+    assert len(target.read_text().splitlines()) == 5  # 3 granted, 2 replaced
     yesterday = (today - timedelta(days=1)).isoformat()
     assert (
         _lines(

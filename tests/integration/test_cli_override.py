@@ -46,7 +46,9 @@ def test_grant_list_revoke(redis_url: str, rclient: Any, lim: Limiter) -> None:
         "100",
         "--ttl",
         "7d",
-        "--actor",
+        "--requested-by",
+        "alice",
+        "--approved-by",
         "cfo@corp",
         "--reason",
         "launch week",
@@ -55,7 +57,8 @@ def test_grant_list_revoke(redis_url: str, rclient: Any, lim: Limiter) -> None:
     assert done.returncode == 0, done.stderr
     assert "granted search monthly: +$100.00 until" in done.stdout
     [entry] = audit(rclient, "search", "override.granted")
-    assert entry["actor"] == "cfo@corp" and entry["reason"] == "launch week"
+    assert entry["approved_by"] == "cfo@corp" and entry["requested_by"] == "alice"
+    assert entry["reason"] == "launch week"
     data = json.loads(
         cli(
             "override",
@@ -68,7 +71,9 @@ def test_grant_list_revoke(redis_url: str, rclient: Any, lim: Limiter) -> None:
             "5",
             "--ttl",
             "3600",
-            "--actor",
+            "--requested-by",
+            "support",
+            "--approved-by",
             "lead",
             "--reason",
             "ticket 1234",
@@ -81,12 +86,12 @@ def test_grant_list_revoke(redis_url: str, rclient: Any, lim: Limiter) -> None:
     assert state.override_usd == 100.0
 
     listed = json.loads(cli("override", "list", "--json", url=redis_url).stdout)["overrides"]
-    assert [(o["budget"], o["split_value"], o["extra_usd"]) for o in listed] == [
+    assert [(o["budget"], o.get("split_value"), o["extra_usd"]) for o in listed] == [
         ("monthly", None, 100.0),
         ("per-customer", "org:42", 5.0),
     ]
-    assert listed[0]["actor"] == "cfo@corp" and listed[1]["reason"] == "ticket 1234"
-    assert all(o["live"] for o in listed)
+    assert listed[0]["approved_by"] == "cfo@corp" and listed[1]["reason"] == "ticket 1234"
+    assert all(o["state"] == "active" for o in listed)
     table = cli("override", "list", "search", url=redis_url).stdout
     assert "per-customer [org:42]" in table and "cfo@corp" in table and "7.0d" in table
 
@@ -124,20 +129,30 @@ def test_grant_list_revoke(redis_url: str, rclient: Any, lim: Limiter) -> None:
 
 
 def test_ended_overrides_are_listed_on_request(redis_url: str, rclient: Any, lim: Limiter) -> None:
-    lim.grant_override("search", "monthly", usd=1, ttl_s=60, actor="a", reason="r")
-    key = "prism:{search}:budgets"
-    extra = rclient.hget(key, "monthly|o").decode().split(":")[0]
-    rclient.hset(key, "monthly|o", f"{extra}:1")  # as if it had ended long ago
+    lim.grant_override(
+        "search", "monthly", usd=1, ttl_s=60, requested_by="a", approved_by="b", reason="r"
+    )
+    lim.revoke_override("search", "monthly", actor="b", reason="done")
     assert json.loads(cli("override", "list", "--json", url=redis_url).stdout) == {"overrides": []}
     [ended] = json.loads(cli("override", "list", "--ended", "--json", url=redis_url).stdout)[
         "overrides"
     ]
-    assert ended["live"] is False and ended["until_ms"] == 1
-    assert ended["until"] == "1970-01-01T00:00:00Z"
+    assert ended["state"] == "revoked" and ended["end_reason"] == "done"
 
 
 def test_bad_overrides_are_usage_errors(redis_url: str, lim: Limiter) -> None:
-    base = ["--usd", "1", "--ttl", "1h", "--actor", "a", "--reason", "r"]
+    base = [
+        "--usd",
+        "1",
+        "--ttl",
+        "1h",
+        "--requested-by",
+        "a",
+        "--approved-by",
+        "b",
+        "--reason",
+        "r",
+    ]
     done = cli("override", "grant", "search", "nope", *base, url=redis_url)
     assert done.returncode == 2 and "no budget 'nope'" in done.stderr
     done = cli("override", "grant", "search", "per-customer", *base, url=redis_url)
@@ -152,8 +167,10 @@ def test_bad_overrides_are_usage_errors(redis_url: str, lim: Limiter) -> None:
             "1",
             "--ttl",
             "soon",
-            "--actor",
+            "--requested-by",
             "a",
+            "--approved-by",
+            "b",
             "--reason",
             "r",
             url=redis_url,

@@ -64,7 +64,15 @@ def test_status_of_every_project(redis_url: str, lim: Limiter) -> None:
     lim.reserve(
         "search", "gpt-4o-mini", est_tokens=1000, max_output_tokens=100, tags={"customer": "org:2"}
     )  # a live hold
-    lim.grant_override("search", "monthly", usd=0.01, ttl_s=3600, actor="cfo", reason="launch")
+    lim.grant_override(
+        "search",
+        "monthly",
+        usd=0.01,
+        ttl_s=3600,
+        requested_by="alice",
+        approved_by="cfo",
+        reason="launch",
+    )
     done = cli("status", url=redis_url)
     assert done.returncode == 1, done.stderr  # a budget past a warn threshold is a finding
     out = done.stdout

@@ -1,7 +1,8 @@
 """No script fails after its first write, whatever it finds stored.
 
-Every field of every budget and rate-limit instance, and every field of every hold record, is
-in turn removed or overwritten with a malformed value; then each operation runs. Each must
+Every field of every budget and rate-limit instance, every field of every hold record and
+override record, and every field of the audit stream's head (seq, chain, flood windows) is in
+turn removed or overwritten with a malformed value; then each operation runs. Each must
 either complete, leaving the ledger readable (held and spent are non-negative integers), or
 fail having changed nothing.
 """
@@ -49,8 +50,21 @@ OPERATIONS: dict[str, Op] = {
     "late-settle": lambda lim: lim.settle("p", "released", input_tokens=5, output_tokens=5),
     "sweep": lambda lim: lim.sweep("p"),
     "status": lambda lim: lim.status("p"),
+    "denied": lambda lim: lim.try_reserve("p", "gpt-4o", est_tokens=10**8, tags=TAGS).allowed,
+    "revoke": lambda lim: lim.revoke_override(
+        "p", "per-customer", split_value="a", actor="x", reason="y"
+    ),
+    "list-overrides": lambda lim: lim.list_overrides("p"),
+    "verify-audit": lambda lim: lim.verify_audit("p"),
     "override": lambda lim: lim.grant_override(
-        "p", "per-customer", split_value="a", usd=1, ttl_s=60, actor="x", reason="y"
+        "p",
+        "per-customer",
+        split_value="a",
+        usd=1,
+        ttl_s=60,
+        requested_by="x",
+        approved_by="z",
+        reason="y",
     ),
 }
 
@@ -71,6 +85,18 @@ def scene(redis_url: str) -> Iterator[tuple[Limiter, Any, dict[bytes, bytes]]]:
         input_tokens=9,
         output_tokens=9,
     )
+    lim.grant_override(
+        "p",
+        "per-customer",
+        split_value="a",
+        usd=1,
+        ttl_s=600,
+        requested_by="x",
+        approved_by="z",
+        reason="y",
+    )
+    for _ in range(2):  # a flood window is open, with one denial counted in it
+        assert not lim.try_reserve("p", "gpt-4o", est_tokens=10**8, tags=TAGS).allowed
     client.zadd("prism:{p}:leases", {"overdue": 0})  # its lease has run out
     dump = {key: client.dump(key) for key in client.keys("*")}
     yield lim, client, dump
@@ -112,7 +138,7 @@ def _parts(value: str, sep: str, bad: str | None, i: int) -> str:
 
 def _separator(field: bytes) -> str:
     """How a stored value is packed (README, Redis layout)."""
-    if field.endswith(b"|c"):
+    if field.endswith(b"|c") or len(field) == 16:  # a config, an override record
         return FS
     return "," if field.endswith(b"|cfg") else ":"
 
@@ -133,6 +159,18 @@ def _cases(client: Any, dump: dict[bytes, bytes]) -> Iterator[tuple[str, Callabl
                     f"budgets {field!r}[{i}] = {bad!r}",
                     _set_field(client, budgets, field, damaged),
                 )
+    for key in ("prism:{p}:audit:head", "prism:{p}:overrides"):
+        fields = sorted(client.hkeys(key))
+        assert fields, key
+        for field in fields:
+            value = client.hget(key, field).decode()
+            sep = _separator(field)
+            for bad in BAD_VALUES:
+                yield f"{key} {field!r} = {bad!r}", _set_field(client, key, field, bad)
+            for bad in PART_BAD_VALUES:
+                for i in range(len(value.split(sep))):
+                    damaged = _parts(value, sep, bad, i)
+                    yield f"{key} {field!r}[{i}] = {bad!r}", _set_field(client, key, field, damaged)
     holds = "prism:{p}:holds"
     for rid in (b"live", b"released", b"overdue"):
         record = client.hget(holds, rid)

@@ -42,7 +42,9 @@ def test_status_shows_only_the_current_budgets(limiter: Any) -> None:
 def test_decision_reports_the_override_in_force(limiter: Any) -> None:
     """decision.budgets[i].override_usd is the extra of the override the cap includes."""
     limiter.apply_policy(Policy.from_toml(ONE_BUDGET))
-    limiter.grant_override("p", "keep", usd=2.5, ttl_s=60, actor="cfo", reason="launch")
+    limiter.grant_override(
+        "p", "keep", usd=2.5, ttl_s=60, requested_by="ann", approved_by="cfo", reason="launch"
+    )
     [state] = limiter.reserve("p", "gpt-4o", est_tokens=10).decision.budgets
     assert state.override_usd == 2.5 and state.cap_usd == 12.5
 

@@ -117,8 +117,11 @@ def test_denial_changes_no_bucket_and_no_budget(limiter: Any, rclient: Any) -> N
     with pytest.raises(RateLimited):
         limiter.reserve("p", "gpt-4o", est_tokens=1)
     after = keyspace(rclient)
-    # The denial writes its audit entry and a short denial record, nothing else.
-    record = {b"prism:{p}:audit", b"prism:{p}:holds", b"prism:{p}:done"}
+    # The denial writes its audit entry (and the stream's head: its seq, chain and flood
+    # window, which housekeeping must visit when it ends: "due") and a short denial record.
+    record = {b"prism:{p}:audit", b"prism:{p}:audit:head", b"prism:{p}:holds", b"prism:{p}:done"}
+    for state in (before, after):
+        state[b"prism:{p}:policy"].pop(b"due", None)
     assert {k: v for k, v in after.items() if k not in record} == {
         k: v for k, v in before.items() if k not in record
     }

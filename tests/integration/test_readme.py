@@ -206,7 +206,11 @@ def test_make_demo_and_make_test_run_what_the_readme_says() -> None:
     dry = {
         target: subprocess.run(
             # -B: as on a fresh checkout, whatever this one has installed already
-            [make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+            [make, "-n", "-B", target],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         for target in ("demo", "test")
     }

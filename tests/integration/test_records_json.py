@@ -72,9 +72,12 @@ def test_reserve_settle_status_usage_records_round_trip(limiter: Any, policy: Po
     datetime.fromisoformat(states["monthly"]["resets_at"])
 
     override = _round_trip(
-        limiter.grant_override("search", "monthly", usd=1, ttl_s=60, actor="cfo", reason="r")
+        limiter.grant_override(
+            "search", "monthly", usd=1, ttl_s=60, requested_by="ann", approved_by="cfo", reason="r"
+        )
     )
-    assert override["actor"] == "cfo" and "split_value" not in override
+    assert override["approved_by"] == "cfo" and override["requested_by"] == "ann"
+    assert "split_value" not in override and override["state"] == "active"
 
 
 def test_usage_report_keeps_untagged_requests_in_json(limiter: Any, policy: Policy) -> None:

@@ -130,7 +130,14 @@ def test_settle_only_refuses_cleanly(
     _call(
         rclient,
         lambda: applied.grant_override(
-            "p", "b", usd=1, ttl_s=60, actor=split, reason=split, split_value=split
+            "p",
+            "b",
+            usd=1,
+            ttl_s=60,
+            requested_by=split,
+            approved_by="approver",
+            reason=split,
+            split_value=split,
         ),
     )
 
