@@ -5,7 +5,7 @@ customer runs over its daily split budget until someone approves an override, an
 requests ask for a denied model (the scenario is in ``cli/_demo_scenario.py``).
 
 It runs against ``--url`` when given, else ``PRISM_REDIS_URL`` when set, else a private
-``redis-server`` from PATH that it starts on a free port (and stops), else
+``redis-server`` from PATH that it starts on a free port (and stops, unless ``--keep``), else
 the embedded ``memory://`` store with threads instead of processes. It never assumes a Redis on
 localhost:6379, and it says which one it uses.
 """
@@ -15,16 +15,20 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_module
+import subprocess
+import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from rich.console import Console
 from rich.text import Text
 
-from prism_limiter._devserver import redis_server, redis_server_binary
+from prism_limiter._devserver import free_port, redis_server, redis_server_binary
 from prism_limiter._limiter import Limiter
 from prism_limiter._policy import Policy
 from prism_limiter._records import Override
@@ -72,7 +76,32 @@ def _shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _choose(url: str | None, stack: ExitStack) -> tuple[str, str, str | None]:
+def _kept_server() -> tuple[str, str]:
+    """A private redis-server that outlives the demo (``--keep``): its URL and how to stop it."""
+    binary = redis_server_binary()
+    assert binary is not None
+    home = Path(tempfile.mkdtemp(prefix="prism-demo-"))
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(home), "--save", ""]
+    args += ["--appendonly", "no", "--logfile", str(home / "redis.log")]
+    args += ["--daemonize", "yes", "--pidfile", str(home / "redis.pid")]
+    subprocess.run([binary, *args], check=True, stdout=subprocess.DEVNULL, timeout=10)
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start (see {home}/redis.log)") from None
+            time.sleep(0.02)
+    client.close()
+    return url, f"redis-cli -u {url} shutdown nosave && rm -r {home}"
+
+
+def _choose(url: str | None, stack: ExitStack, keep: bool) -> tuple[str, str, str | None]:
     """The URL to run on, what it is, and how a shell names it afterwards (None when the
     store is gone once the demo ends)."""
     if url is not None:
@@ -80,6 +109,10 @@ def _choose(url: str | None, stack: ExitStack) -> tuple[str, str, str | None]:
     env = os.environ.get("PRISM_REDIS_URL")
     if env:
         return env, f"PRISM_REDIS_URL ({_shown(env)})", '"$PRISM_REDIS_URL"'
+    if redis_server_binary() and keep:
+        kept, stop = _kept_server()
+        stack.callback(print, f"\nthe redis-server keeps running; stop it with:  {stop}")
+        return kept, f"a private redis-server at {kept}, kept running (--keep)", f"'{kept}'"
     if redis_server_binary():
         started = stack.enter_context(redis_server())
         return started, f"a private redis-server at {started}, stopped when the demo ends", None
@@ -191,14 +224,16 @@ class _Run:
                 )
 
 
-def run(url: str | None, workers: int, seconds: float = SECONDS) -> int:
+def run(url: str | None, workers: int, seconds: float = SECONDS, keep: bool = False) -> int:
     """Run the demo on ``url``, else ``PRISM_REDIS_URL``, else a private redis-server from
     PATH, else the embedded store; 0 when every worker made calls and every budget stayed
     within its cap."""
     console = out()
     with ExitStack() as stack:
-        url, what, shell_url = _choose(url, stack)
+        url, what, shell_url = _choose(url, stack, keep)
         console.print(Text(f"using {what}"))
+        if keep and urlsplit(url).scheme == "memory":
+            console.print(Text("(--keep: nothing to keep, the memory:// store ends with the demo)"))
         lim = stack.enter_context(Limiter.from_url(url))
         version = _afresh(lim)
         console.print(Text(f"project {PROJECT} started afresh; policy version {version} applied"))

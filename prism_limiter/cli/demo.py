@@ -15,8 +15,8 @@ split budget until an override is approved, requests for a denied model. Live pr
 the status table, the denials by reason and the last audit entries.
 
 It runs on --url, else $PRISM_REDIS_URL, else a private redis-server from PATH (stopped at the
-end), else the embedded memory:// store (threads instead of processes). It deletes the `demo`
-project's keys there first: give it a scratch Redis."""
+end unless --keep), else the embedded memory:// store (threads instead of processes). It
+deletes the `demo` project's keys there first: give it a scratch Redis."""
 
 
 def _seconds(value: str) -> float:
@@ -49,7 +49,10 @@ def register(sub: Any) -> None:
     demo.add_argument(
         "--seconds", type=_seconds, default=_demo.SECONDS, help="how long (default: %(default)g)"
     )
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the private redis-server running afterwards"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return _demo.run(args.url, args.workers, seconds=args.seconds)
+    return _demo.run(args.url, args.workers, seconds=args.seconds, keep=args.keep)

@@ -1,18 +1,20 @@
 """The demo runs its scenario to the end in worker processes that start together: a normal
 feature, a runaway agent against its rate limit, a heavy customer over its split budget until
 an override is approved, requests for a denied model. It runs on the URL given, else
-PRISM_REDIS_URL, else a private redis-server, else memory://, and says which;
+PRISM_REDIS_URL, else a private redis-server (kept with --keep), else memory://, and says which;
 it never assumes a Redis on localhost:6379."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 from _cli import cli
 from _readme import ROOT, command_env, console_commands
 
@@ -154,6 +156,26 @@ def test_demo_starts_a_private_redis_server(
     assert not url.endswith(":6379/0")
     assert out.startswith(f"using a private redis-server at {url}, stopped when the demo ends\n")
     assert "redis-cli" not in out and "--follow" not in out  # nothing to read once it is stopped
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("redis_url")  # redis-server is on PATH
+def test_demo_keeps_its_redis_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _demo.run(None, workers=1, seconds=1, keep=True) == 0
+    out = capsys.readouterr().out
+    stop = re.search(r"stop it with:  redis-cli -u (\S+) shutdown nosave && rm -r (\S+)\n", out)
+    assert stop is not None, out
+    url, home = stop.groups()
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        assert out.startswith(f"using a private redis-server at {url}, kept running (--keep)\n")
+        assert not url.endswith(":6379/0")
+        assert f"prism-limiter audit tail demo --follow --url '{url}'" in out
+        assert client.xlen(AUDIT) > 0  # still there, with the demo's trail
+    finally:
+        client.shutdown(nosave=True)  # redis-py takes the closed connection as the answer
+        client.close()
+        shutil.rmtree(home)
 
 
 def test_demo_embedded_without_redis_server(
