@@ -45,9 +45,9 @@ def register(sub: Any) -> None:
         redis_options=False,
     )
     demo.add_argument("--url", help="Redis URL (default: a private redis-server, or memory://)")
-    demo.add_argument("--workers", type=_workers, default=4, help="default: %(default)s")
+    demo.add_argument("--workers", type=_workers, default=4, help="1 to 32 (default: %(default)s)")
     demo.add_argument(
-        "--seconds", type=_seconds, default=_demo.SECONDS, help="how long (default: %(default)g)"
+        "--seconds", type=_seconds, default=_demo.SECONDS, help="1 to 60 (default: %(default)g)"
     )
     demo.add_argument(
         "--keep", action="store_true", help="leave the private redis-server running afterwards"
