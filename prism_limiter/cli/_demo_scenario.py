@@ -98,7 +98,7 @@ def attempt(
 class Feature:
     """One feature's traffic: ``step`` makes one attempt and says when the next one is due."""
 
-    def __init__(self, name: str, seed: int) -> None:
+    def __init__(self, name: str, seed: str) -> None:
         self.name = name
         self.rng = random.Random(seed)
         self.turns = 0
@@ -144,7 +144,7 @@ def work(url: str, worker: int, features: tuple[str, ...], sync: Sync) -> None:
         lim = Limiter.from_url(url)
         try:
             lim.status(PROJECT)  # connected and the scripts loaded before the clock runs
-            mine = [Feature(f, seed=worker * 10 + i) for i, f in enumerate(features)]
+            mine = [Feature(f, seed=f"{f}:{worker}") for f in features]
             due = [0.0 for _ in mine]
             sync.ready.wait(timeout=120)
             start = time.monotonic()
