@@ -49,7 +49,8 @@ from prism_limiter.cli._demo_scenario import (
 )
 
 SECONDS = 12.0
-APPROVER = "oncall@example.com"
+REQUESTER = "support@example.com"  # asks for the override
+APPROVER = "oncall@example.com"  # approves it
 
 
 def _approve(lim: Limiter, customer: str) -> Override:
@@ -59,7 +60,8 @@ def _approve(lim: Limiter, customer: str) -> Override:
         "per-customer",
         usd=0.01,
         ttl_s=3600,
-        actor=APPROVER,
+        requested_by=REQUESTER,
+        approved_by=APPROVER,
         reason=f"{customer} is onboarding a team today",
         split_value=customer,
     )
@@ -219,8 +221,8 @@ class _Run:
                 o = _approve(self.lim, HEAVY)
                 view.event(
                     elapsed,
-                    f"{APPROVER} approves an override for {HEAVY}: +{usd(o.extra_usd, 4)} "
-                    f"until {o.expires_at:%H:%M} UTC",
+                    f"{APPROVER} approves {REQUESTER}'s override for {HEAVY}:"
+                    f" +{usd(o.extra_usd, 4)} until {o.expires_at:%H:%M} UTC",
                 )
 
 

@@ -18,7 +18,7 @@ from prism_limiter._limiter import Limiter
 from prism_limiter.cli import status
 from prism_limiter.cli._common import usd
 from prism_limiter.cli._demo_scenario import BUDGET, CALL, MODEL, PROJECT, RATE, Outcome
-from prism_limiter.cli._stored import overrides, stored_policy
+from prism_limiter.cli._stored import stored_policy
 from prism_limiter.cli.audit import Tail, pretty, xrange
 
 DENIALS = {RATE: "rate-limited", BUDGET: "blocked", MODEL: "model-denied"}
@@ -137,9 +137,7 @@ def report(console: Console, lim: Limiter, tally: Tally) -> bool:
     heading(console, "budgets (as `prism-limiter status` prints them)")
     states = lim.status(PROJECT)
     policy = stored_policy(lim.client, lim.namespace).policy.for_project(PROJECT)
-    status.render(
-        PROJECT, status.rows(states, policy, overrides(lim.client, lim.namespace, PROJECT))
-    )
+    status.render(PROJECT, status.rows(states, policy, lim.list_overrides(PROJECT)))
     heading(console, "denials by reason")
     console.print(denials_table(tally) if tally.denials else Text("none"))
     heading(console, "the audit trail")

@@ -74,7 +74,7 @@ def test_demo_runs_every_scenario(redis_url: str, rclient: Any) -> None:
     assert kinds.index("budget.blocked") < granted  # approved once acme was blocked
     used = [e for e in events[granted:] if e["event"] == "override.used"]
     assert used and {e["split"] for e in used} == {"acme"}
-    assert "oncall@example.com approves an override for acme" in out
+    assert "oncall@example.com approves support@example.com's override for acme" in out
 
     # every budget within its cap, the override's extra included; nothing left held
     with Limiter.from_url(redis_url) as lim:
