@@ -30,9 +30,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP) check-redis
-	$(BIN)/python benchmarks/reserve_settle.py
-	$(BIN)/python benchmarks/limits_scaling.py
-	$(BIN)/python benchmarks/async_throughput.py
+	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
