@@ -6,15 +6,18 @@ calls), so the figure is one script's: ``reserve`` (N reserves), ``settle`` (set
 ``release`` (releasing N reserves taken outside the phase), and for each a no-op Function
 called with exactly the KEYS and ARGV that script got. Phases alternate in rounds; the median
 over rounds is reported. Server time excludes the network and the client: it is the Lua work
-(and the commands it calls) on Redis' one thread.
+(and the commands it calls) on Redis' one thread. Redis counts the commands a script calls
+under their own names, so the same stats split each script's time into those commands ("their
+us") and the rest: the Lua code itself and the ``redis.call`` bridge ("Lua us").
 
 With ``--breakdown`` (on by default) it also times parts of the work, the way a profile would
 (the Lua VM inside Redis has no profiler): probe Functions, loaded as a second library built
 from the same shipped Lua sources, run the shared steps alone on a live hold's KEYS and ARGV —
 ``begin`` (the per-call context: server TIME, the ARGV head, the usage day), reading and
-decoding the hold record, loading the instances it names (one HMGET, a view per instance) —
-and three unit costs: 10 ``redis.call``, 10 calls through the ``W`` write wrapper, 10 splits
-of a hold record. If the Lua helpers were renamed, the breakdown says so and is skipped.
+decoding the hold record, reading the instances it names (one HMGET), then also building a
+view of each (the whole ``load_record``) — and three unit costs: 10 ``redis.call``, 10 calls
+through the ``W`` write wrapper, 10 splits of a hold record. If the Lua helpers were renamed,
+the breakdown says so and is skipped.
 
     python benchmarks/server_time.py [--calls N] [--rounds R] [--limits 1 5 20]
                                      [--no-breakdown] [--json]
@@ -35,6 +38,7 @@ from _common import (
     SETTLE,
     TAGS,
     call_shapes,
+    command_stats,
     emit,
     environment,
     fcall_usec,
@@ -54,6 +58,13 @@ SCRIPTS = ("reserve", "settle", "release")
 PROBES = {
     "begin": "begin(keys, argv) return 1",
     "begin+record": "begin(keys, argv) rec_decode(redis.call('HGET', K_HOLDS, argv[6])) return 1",
+    "begin+record+HMGET": (
+        "begin(keys, argv) local rec = rec_decode(redis.call('HGET', K_HOLDS, argv[6]))"
+        " local f = {} for _, i in ipairs(split(rec[R_IIDS], LS)) do"
+        " f[#f + 1], f[#f + 2], f[#f + 3] = i, i .. '|c', i .. '|o' end"
+        " for _, i in ipairs(split(rec[R_RATES], LS)) do f[#f + 1], f[#f + 2] = i, i .. '|cfg' end"
+        " redis.call('HMGET', K_BUDGETS, unpack(f)) return 1"
+    ),
     "begin+record+load": (
         "begin(keys, argv) load_record(rec_decode(redis.call('HGET', K_HOLDS, argv[6]))) return 1"
     ),
@@ -111,12 +122,23 @@ def run(calls: int, rounds: int, counts: Sequence[int], breakdown: bool) -> dict
         client = lim.client
         load_noop(client)
 
-        def phase(body: Callable[[], object]) -> float:
+        inner: dict[str, list[dict[str, float]]] = {}
+
+        def phase(body: Callable[[], object], name: str = "") -> float:
             client.config_resetstat()
             body()
+            stats = command_stats(client)
             n, usec = fcall_usec(client)
             if n != calls:  # nothing else may run an FCALL during a phase
                 raise RuntimeError(f"expected {calls} FCALLs in the phase, counted {n}")
+            if name:  # the commands the script called, per script call
+                called = {k: v for k, v in stats.items() if k not in ("fcall", "config|resetstat")}
+                inner.setdefault(name, []).append(
+                    {
+                        "commands": sum(v["calls"] for v in called.values()) / n,
+                        "usec": sum(v["usec"] for v in called.values()) / n,
+                    }
+                )
             return usec / n
 
         results: dict[str, Any] = {}
@@ -148,12 +170,12 @@ def run(calls: int, rounds: int, counts: Sequence[int], breakdown: bool) -> dict
                     for r in these:
                         r.release()
 
-                samples["reserve"].append(phase(take))
+                samples["reserve"].append(phase(take, "reserve"))
                 samples["reserve no-op"].append(phase(noop(shapes["reserve"])))
-                samples["settle"].append(phase(settle_all))
+                samples["settle"].append(phase(settle_all, "settle"))
                 samples["settle no-op"].append(phase(noop(shapes["settle"])))
                 take(gone)  # outside any phase
-                samples["release"].append(phase(release_all))
+                samples["release"].append(phase(release_all, "release"))
                 samples["release no-op"].append(phase(noop(shapes["release"])))
             budgets, rates = mix(n)
             row: dict[str, Any] = {"budgets": budgets, "rate_limits": rates}
@@ -168,7 +190,10 @@ def run(calls: int, rounds: int, counts: Sequence[int], breakdown: bool) -> dict
                     "noop_rounds": samples[f"{s} no-op"],
                     "argv": len(shapes[s]) - 1 - shapes[s][0],
                     "keys": shapes[s][0],
+                    "commands_per_call": statistics.median(x["commands"] for x in inner[s]),
+                    "commands_usec_per_call": statistics.median(x["usec"] for x in inner[s]),
                 }
+            inner.clear()
             if breakdown:
                 row["breakdown"] = _breakdown(lim, project, calls, rounds, shapes["release"])
             results[str(n)] = row
@@ -196,9 +221,22 @@ def render(report: dict[str, Any]) -> str:
                     v["usec_per_call"],
                     v["noop_usec_per_call"],
                     v["ratio"],
+                    v["commands_per_call"],
+                    v["commands_usec_per_call"],
+                    v["usec_per_call"] - v["commands_usec_per_call"],
                 ]
             )
-    heads = ["limits script", "KEYS", "ARGV", "server us", "no-op us", "ratio"]
+    heads = [
+        "limits script",
+        "KEYS",
+        "ARGV",
+        "server us",
+        "no-op us",
+        "ratio",
+        "commands",
+        "their us",
+        "Lua us",
+    ]
     lines = [
         header(report),
         f"INFO commandstats, {report['rounds']} rounds x {report['calls_per_phase']} calls"
