@@ -11,7 +11,9 @@ and rate limits from ``_common.mix``; 4 is the goal's 3 budgets + 1 rate limit) 
   ``RedisStorage`` (one Lua script per limit), for 1 and for 3 limits.
 
 Every variant runs once per iteration, in a rotating order, so noise hits all alike. The ratio
-is ours / the FCALL floor at the median.
+is ours / the FCALL floor at the median. "Python" is the part of each pair spent outside the
+client's ``fcall``: the library's own Python, measured in place (with a real server sharing
+the cores, unlike client_overhead.py's replies from memory).
 
     python benchmarks/latency.py [--iterations N] [--warmup N] [--limits 1 3 4 10] [--json]
 """
@@ -66,7 +68,27 @@ def _two(first: Callable[[], object], second: Callable[[], object]) -> Timed:
     return pair
 
 
-def ours(lim: Limiter, project: str) -> Timed:
+class TimedClient:
+    """The limiter's own client, with the time spent inside its ``fcall`` added up (the rest
+    of a pair is the library's Python, measured in place)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.inside = 0.0
+
+    def fcall(self, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._client.fcall(*args)
+        finally:
+            self.inside += time.perf_counter() - t0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def ours(lim: Limiter, timed: TimedClient, project: str) -> Timed:
+    """reserve, settle: [µs of each, µs of the pair spent outside ``fcall``]."""
     held: list[Any] = []
 
     def reserve() -> None:
@@ -75,7 +97,14 @@ def ours(lim: Limiter, project: str) -> Timed:
     def settle() -> None:
         held.pop().settle(**SETTLE)
 
-    return _two(reserve, settle)
+    two = _two(reserve, settle)
+
+    def pair() -> list[float]:
+        timed.inside = 0.0
+        first, second = two()
+        return [first, second, first + second - timed.inside * 1e6]
+
+    return pair
 
 
 def fcall_floor(client: Any, first: tuple[Any, ...], second: tuple[Any, ...]) -> Timed:
@@ -112,10 +141,11 @@ def _config(n: int, samples: dict[str, list[list[float]]], shape: dict[str, Any]
     b, r = mix(n)
     row: dict[str, Any] = {"budgets": b, "rate_limits": r}
     for kind in ("ours", "noop-fcall", "noop-evalsha"):
-        first, second = samples[f"{kind} {n}"]
+        first, second = samples[f"{kind} {n}"][:2]
         pairs = [a + c for a, c in zip(first, second, strict=True)]
         names = ("reserve", "settle") if kind == "ours" else ("first", "second")
         row[kind] = {"pair": summary(pairs), names[0]: summary(first), names[1]: summary(second)}
+    row["ours_python_outside_fcall"] = summary(samples[f"ours {n}"][2])
     ours_pair = row["ours"]["pair"]
     row["ratio_fcall_p50"] = ours_pair["p50_us"] / row["noop-fcall"]["pair"]["p50_us"]
     row["ratio_evalsha_p50"] = ours_pair["p50_us"] / row["noop-evalsha"]["pair"]["p50_us"]
@@ -134,10 +164,12 @@ def run(iterations: int, warmup: int, counts: Sequence[int]) -> dict[str, Any]:
         load_noop(client)
         evalsha = client.register_script(NOOP_SCRIPT)
         variants: dict[str, Timed] = {}
+        timed = TimedClient(client)
+        ours_lim = Limiter(timed)  # the same client, so the same pool, timeouts and server
         shapes = {}
         for project, n in projects.items():
             shape = shapes[n] = call_shapes(url, project)
-            variants[f"ours {n}"] = ours(lim, project)
+            variants[f"ours {n}"] = ours(ours_lim, timed, project)
             variants[f"noop-fcall {n}"] = fcall_floor(client, shape["reserve"], shape["settle"])
             variants[f"noop-evalsha {n}"] = evalsha_floor(
                 evalsha, shape["reserve"], shape["settle"]
@@ -201,6 +233,7 @@ def render(report: dict[str, Any]) -> str:
             row["ratio_fcall_p50"],
             row["ratio_evalsha_p50"],
             row["ratio_fcall_p99"],
+            row["ours_python_outside_fcall"]["p50_us"],
             row["reserve_argv"],
             row["settle_argv"],
         ]
@@ -219,6 +252,7 @@ def render(report: dict[str, Any]) -> str:
                     "p50 vs FCALL",
                     "p50 vs EVALSHA",
                     "p99 vs FCALL",
+                    "Python p50 us",
                     "reserve ARGV",
                     "settle ARGV",
                 ],
