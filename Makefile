@@ -29,10 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check prism_limiter tests benchmarks examples
 	$(BIN)/mypy
 
+# Every benchmark, CI-sized (a few minutes): one summary table, all figures in
+# benchmarks/results.json. BENCH_ARGS=--full runs the scale benchmark at its large sizes.
 bench: $(STAMP) check-redis
-	$(BIN)/python benchmarks/reserve_settle.py
-	$(BIN)/python benchmarks/limits_scaling.py
-	$(BIN)/python benchmarks/async_throughput.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
