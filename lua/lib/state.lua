@@ -81,18 +81,27 @@ local function next_threshold(thresholds, warned)
   return -1
 end
 
--- A budget instance's stored config, parsed: {cap, thresholds, label, spec or nil}. Configs
--- rarely change, so parses are kept across calls (a Function library keeps its upvalues; the
--- cache is emptied when it grows past a bound).
+-- A budget instance's stored config, parsed: {cap, thresholds, label, spec or nil}. The part
+-- before the label (cap, thresholds, spec) is the same for every split value of a budget and
+-- rarely changes, so its parse is kept across calls (a Function library keeps its upvalues;
+-- the cache is emptied when it grows past a bound); the label is cut off each time.
 local COLD_CACHE, COLD_CACHED = {}, 0
 local function cold_config(cold)
-  local c = COLD_CACHE[cold]
-  if c then return c end
-  local parts = split(cold, FS)
-  c = {int(parts[1]) or 0, parts[2] or '', parts[4], spec_ok(parts[3]) and parts[3] or nil}
-  if COLD_CACHED >= 4096 then COLD_CACHE, COLD_CACHED = {}, 0 end
-  COLD_CACHE[cold], COLD_CACHED = c, COLD_CACHED + 1
-  return c
+  local a = string.find(cold, FS, 1, true)
+  local b = a and string.find(cold, FS, a + 1, true)
+  local c = b and string.find(cold, FS, b + 1, true)
+  if not c then return {0, '', nil, nil} end
+  local head = string.sub(cold, 1, c - 1)
+  local parsed = COLD_CACHE[head]
+  if not parsed then
+    local spec = string.sub(cold, b + 1, c - 1)
+    parsed = {int(string.sub(cold, 1, a - 1)) or 0, string.sub(cold, a + 1, b - 1),
+      spec_ok(spec) and spec or nil}
+    if COLD_CACHED >= 1024 then COLD_CACHE, COLD_CACHED = {}, 0 end
+    COLD_CACHE[head], COLD_CACHED = parsed, COLD_CACHED + 1
+  end
+  local label = string.sub(cold, c + 1)
+  return {parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]}
 end
 
 -- One budget instance from its stored fields, with its period brought up to the server clock
