@@ -141,6 +141,19 @@ class BudgetWarn(AuditEvent, frozen=True, kw_only=True):
     model: str
 
 
+class BudgetForecast(AuditEvent, frozen=True, kw_only=True):
+    EVENT: ClassVar[str] = "budget.forecast"
+    budget: str
+    split: str | None = None
+    spent_usd: Decimal
+    cap_usd: Decimal
+    forecast_usd: Decimal
+    period_end: int  # epoch s
+    runs_out_at: int  # epoch s, at the burn rate so far
+    rid: str
+    model: str
+
+
 class HoldExpired(AuditEvent, frozen=True, kw_only=True):
     EVENT: ClassVar[str] = "hold.expired"
     rid: str
@@ -246,6 +259,7 @@ EVENTS: dict[str, type[AuditEvent]] = {
         RateLimited,
         RateWouldLimit,
         BudgetWarn,
+        BudgetForecast,
         HoldExpired,
         HoldDamaged,
         SettleOverEstimate,

@@ -141,7 +141,9 @@ end
 local function load(budgets, rates)
   local fields = {}
   for _, b in ipairs(budgets) do
-    fields[#fields + 1], fields[#fields + 2], fields[#fields + 3] = b[1], b[1] .. '|c', b[1] .. '|o'
+    local n = #fields
+    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = b[1], b[1] .. '|c', b[1] .. '|o',
+      b[1] .. '|f'
   end
   for _, r in ipairs(rates) do
     fields[#fields + 1], fields[#fields + 2] = r[1], r[1] .. '|cfg'
@@ -150,10 +152,11 @@ local function load(budgets, rates)
   if #fields == 0 then return bviews, rviews end
   local v = redis.call('HMGET', K_BUDGETS, unpack(fields))
   for i, b in ipairs(budgets) do
-    local j = 3 * (i - 1)
+    local j = 4 * (i - 1)
     bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3])
+    bviews[i].forecast_p = int(v[j + 4])
   end
-  local base = 3 * #budgets
+  local base = 4 * #budgets
   for i, r in ipairs(rates) do
     local j = base + 2 * (i - 1)
     rviews[i] = rate_view(r[1], r[2], v[j + 1], v[j + 2], r[3]) or false
@@ -177,6 +180,27 @@ local function budget_warn(view, rid, model)
   view.warned = warned
 end
 
+-- The burn rate of the period so far predicts the cap is reached before the period ends:
+-- audited budget.forecast, once a period (AWS Budgets' forecasted alert). Only once a tenth of
+-- the period has passed (earlier, one request would extrapolate wildly) and while spend is
+-- still under the cap (past it, budget.warn and budget.blocked say more).
+local function budget_forecast(view, rid, model)
+  local length = view.e - view.p
+  local elapsed = NOW_S - view.p
+  if view.e == 0 or view.forecast_p == view.p or length <= 0 or elapsed * 10 < length
+    or view.spent >= view.cap or view.cap <= 0 then
+    return
+  end
+  local forecast = math.floor(view.spent * length / elapsed)
+  if forecast < view.cap then return end
+  local nb = split(view.name, LS)
+  local runs_out = view.p + math.ceil(view.cap * elapsed / view.spent)
+  audit('budget.forecast', {'budget', nb[1], 'split', nb[2] or '', 'spent_usd', usd(view.spent),
+    'cap_usd', usd(view.cap), 'forecast_usd', usd(forecast), 'period_end', view.e,
+    'runs_out_at', runs_out, 'rid', rid, 'model', model})
+  view.forecast_p, view.forecast_fired = view.p, true
+end
+
 -- A hold ends on one instance: `unhold` leaves held, `charge` (negative: a refund of an earlier
 -- charge) is booked as spend and fires the thresholds it reaches. A view without a spec (the
 -- instance no longer exists) is left alone.
@@ -190,6 +214,7 @@ local function budget_post(view, unhold, charge, rid, model)
     budget_warn(view, rid, model)
     view.next = next_threshold(view.thresholds, view.warned)
   end
+  if charge > 0 then budget_forecast(view, rid, model) end
 end
 
 -- Write every changed view in one HSET (plus `more` field/value pairs), index new periods and
@@ -202,6 +227,9 @@ local function store(bviews, rviews, more)
         view.spent, view.held, view.p, view.e, view.warned, view.next)
       if view.dirty and view.e ~= 0 then
         index[#index + 1], index[#index + 2] = view.e, view.iid
+      end
+      if view.forecast_fired then
+        fields[#fields + 1], fields[#fields + 2] = view.iid .. '|f', view.p
       end
     end
   end
@@ -335,7 +363,7 @@ local function housekeeping(limit)
       local o = ovr_parse(v[2])
       if held <= 0 and not (o and o.until_ms > NOW_MS) then
         if o then ovr_end(iid, o, 'override.expired', '', 'expired') end
-        W('HDEL', K_BUDGETS, iid, iid .. '|c', iid .. '|o')
+        W('HDEL', K_BUDGETS, iid, iid .. '|c', iid .. '|o', iid .. '|f')
         W('ZREM', K_BIDX, iid)
       else
         W('ZADD', K_BIDX, NOW_S + 3600, iid) -- a live hold or override needs it; look later
