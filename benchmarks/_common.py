@@ -30,7 +30,7 @@ import structlog  # noqa: E402
 
 import prism_limiter  # noqa: E402
 from prism_limiter import Limiter, Policy  # noqa: E402
-from prism_limiter._devserver import redis_server  # noqa: E402
+from prism_limiter.engine._devserver import redis_server  # noqa: E402
 
 # The library's log lines go to stderr: stdout holds the table or the --json document only.
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

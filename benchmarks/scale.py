@@ -53,7 +53,7 @@ from _common import (
 )
 
 from prism_limiter import Limiter, Policy
-from prism_limiter._scripts import library
+from prism_limiter.engine._scripts import library
 
 SIZES = {
     "projects": [1, 100, 1000],

@@ -52,7 +52,7 @@ from _common import (
 )
 
 from prism_limiter import Limiter, Reservation
-from prism_limiter._scripts import library
+from prism_limiter.engine._scripts import library
 
 SCRIPTS = ("reserve", "settle", "release")
 PROBES = {

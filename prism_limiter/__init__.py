@@ -6,21 +6,11 @@ actual usage afterwards. Every decision lands in the project's audit stream
 (``prism_limiter.audit`` has its typed entries).
 """
 
-from prism_limiter._async import AsyncLimiter
-from prism_limiter._audit_chain import AuditCheckpoint, AuditVerification
-from prism_limiter._estimate import estimate_tokens
-from prism_limiter._export import AuditExporter
-from prism_limiter._http import decision_headers
-from prism_limiter._limiter import Limiter
-from prism_limiter._policy import (
-    BudgetPolicy,
-    Policy,
-    PriceOverride,
-    ProjectPolicy,
-    RateLimitPolicy,
-)
-from prism_limiter._pricing import TokenUsage
-from prism_limiter._records import (
+from prism_limiter.audit._chain import AuditCheckpoint, AuditVerification
+from prism_limiter.audit._export import AuditExporter
+from prism_limiter.engine._async import AsyncLimiter
+from prism_limiter.engine._limiter import Limiter
+from prism_limiter.engine._records import (
     BudgetState,
     BudgetWarning,
     Decision,
@@ -29,9 +19,7 @@ from prism_limiter._records import (
     UsageReport,
     UsageRow,
 )
-from prism_limiter._reservation import AsyncReservation, Reservation
-from prism_limiter._tags_header import HEADER as TAGS_HEADER
-from prism_limiter._tags_header import format_tags_header, parse_tags_header
+from prism_limiter.engine._reservation import AsyncReservation, Reservation
 from prism_limiter.errors import (
     BackendUnavailable,
     BudgetExceeded,
@@ -42,6 +30,18 @@ from prism_limiter.errors import (
     PrismLimiterError,
     RateLimited,
 )
+from prism_limiter.integrations._http import decision_headers
+from prism_limiter.integrations._tags_header import HEADER as TAGS_HEADER
+from prism_limiter.integrations._tags_header import format_tags_header, parse_tags_header
+from prism_limiter.policy._policy import (
+    BudgetPolicy,
+    Policy,
+    PriceOverride,
+    ProjectPolicy,
+    RateLimitPolicy,
+)
+from prism_limiter.pricing._estimate import estimate_tokens
+from prism_limiter.pricing._pricing import TokenUsage
 
 __all__ = [
     "TAGS_HEADER",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prism_limiter._records import Decision
+    from prism_limiter.engine._records import Decision
 
 __all__ = [
     "BackendUnavailable",

@@ -42,9 +42,9 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from prism_limiter.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from prism_limiter._base import BaseLimiter
-    from prism_limiter._core import Held
-    from prism_limiter._records import Settlement
+    from prism_limiter.engine._base import BaseLimiter
+    from prism_limiter.engine._core import Held
+    from prism_limiter.engine._records import Settlement
 
 __all__ = ["Metrics", "instrument"]
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _facades import AsyncAsSync
 
 from prism_limiter import AsyncLimiter, Limiter, Policy
-from prism_limiter._devserver import given_url, redis_server, redis_server_binary
+from prism_limiter.engine._devserver import given_url, redis_server, redis_server_binary
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prism_limiter import _scripts
-from prism_limiter._keys import global_policy_key
 from prism_limiter.cli._common import call, guarded, text
+from prism_limiter.engine import _scripts
+from prism_limiter.engine._keys import global_policy_key
 from prism_limiter.errors import BackendUnavailable, PrismLimiterError
 
 Status = Literal["ok", "note", "finding"]

@@ -15,8 +15,8 @@ from typing import Any, TextIO, TypeVar
 import redis
 from rich.console import Console
 
-from prism_limiter._limiter import Limiter
-from prism_limiter._protocol import map_error
+from prism_limiter.engine._limiter import Limiter
+from prism_limiter.engine._protocol import map_error
 from prism_limiter.errors import InvalidRequest
 
 # Exit codes (documented in ``prism-limiter --help`` and the README).
@@ -197,7 +197,7 @@ def usd(value: float, places: int = 6) -> str:
 
 def check_name(kind: str, value: str) -> str:
     """Project and budget names as the library takes them; a bad one is a usage error."""
-    from prism_limiter import _validate  # noqa: PLC0415 - keep the import graph flat
+    from prism_limiter.engine import _validate  # noqa: PLC0415 - keep the import graph flat
 
     try:
         return _validate.name(kind, value)

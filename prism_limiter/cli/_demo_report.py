@@ -14,12 +14,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from prism_limiter._limiter import Limiter
 from prism_limiter.cli import status
 from prism_limiter.cli._common import usd
 from prism_limiter.cli._demo_scenario import BUDGET, CALL, MODEL, PROJECT, RATE, Outcome
 from prism_limiter.cli._stored import stored_policy
 from prism_limiter.cli.audit import Tail, pretty, xrange
+from prism_limiter.engine._limiter import Limiter
 
 DENIALS = {RATE: "rate-limited", BUDGET: "blocked", MODEL: "model-denied"}
 PLAIN_EVERY_S = 5.0  # progress lines when the output is no terminal

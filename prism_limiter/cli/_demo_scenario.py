@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from prism_limiter._limiter import Limiter
+from prism_limiter.engine._limiter import Limiter
 from prism_limiter.errors import BudgetExceeded, ModelNotAllowed, RateLimited
 
 PROJECT = "demo"

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from prism_limiter._policy import BudgetPolicy, Policy, ProjectPolicy, RateLimitPolicy
+from prism_limiter.policy._policy import BudgetPolicy, Policy, ProjectPolicy, RateLimitPolicy
 
 Kind = Literal["added", "removed", "changed"]
 DEFAULTS = "[defaults]"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
 
-from prism_limiter._money import NANO_PER_USD
-from prism_limiter._pricing import ModelPrice
-from prism_limiter._records import UNTAGGED, UsageReport, UsageRow
+from prism_limiter.engine._money import NANO_PER_USD
+from prism_limiter.engine._records import UNTAGGED, UsageReport, UsageRow
+from prism_limiter.pricing._pricing import ModelPrice
 
 FOCUS_COLUMNS = (
     "BilledCost",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from prism_limiter._money import NANO_PER_USD
-from prism_limiter._pricing import ModelPrice
-from prism_limiter._records import BudgetState, UsageRow
+from prism_limiter.engine._money import NANO_PER_USD
+from prism_limiter.engine._records import BudgetState, UsageRow
+from prism_limiter.pricing._pricing import ModelPrice
 
 PICO_PER_USD = 10**12
 DAY_S = 86400.0

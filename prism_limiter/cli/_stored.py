@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
-from prism_limiter._keys import global_policy_key
-from prism_limiter._policy import Policy
 from prism_limiter.cli._common import call, text
+from prism_limiter.engine._keys import global_policy_key
+from prism_limiter.policy._policy import Policy
 
 
 @dataclass(frozen=True, slots=True)

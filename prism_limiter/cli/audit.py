@@ -15,7 +15,6 @@ from typing import Any
 from redis.cluster import RedisCluster
 from rich.text import Text
 
-from prism_limiter._limiter import Limiter
 from prism_limiter.cli._common import (
     OK,
     UsageError,
@@ -31,6 +30,7 @@ from prism_limiter.cli._common import (
     text,
     write_json_line,
 )
+from prism_limiter.engine._limiter import Limiter
 
 TAIL_HELP = """\
 the last entries of PROJECT's audit stream (or of every project's, --all), pretty or --json

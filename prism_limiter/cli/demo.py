@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prism_limiter import _demo
+from prism_limiter.cli import _demo
 from prism_limiter.cli._common import command
 
 HELP = """\

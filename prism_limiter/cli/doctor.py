@@ -9,7 +9,6 @@ from typing import Any
 import redis
 from rich.text import Text
 
-from prism_limiter._backend import _plain, check_url
 from prism_limiter.cli._checks import (
     Check,
     clock,
@@ -23,6 +22,7 @@ from prism_limiter.cli._checks import (
     version,
 )
 from prism_limiter.cli._common import FINDING, OK, command, json_flag, out, write_json
+from prism_limiter.engine._backend import _plain, check_url
 
 HELP = """\
 check the Redis at --url: version, maxmemory-policy, persistence (AOF and its fsync policy),

@@ -7,11 +7,11 @@ import csv
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from prism_limiter._names import resolve
-from prism_limiter._pricing import ModelPrice
-from prism_limiter._records import UsageReport
 from prism_limiter.cli import _focus
 from prism_limiter.cli._common import OK, UsageError, check_name, command, limiter, month, output
+from prism_limiter.engine._records import UsageReport
+from prism_limiter.pricing._names import resolve
+from prism_limiter.pricing._pricing import ModelPrice
 
 FOCUS_HELP = """\
 a FinOps FOCUS 1.2 cost and usage CSV for one month: a row per project x UTC day x model, with

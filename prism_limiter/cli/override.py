@@ -10,7 +10,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from prism_limiter._records import Override
 from prism_limiter.cli._common import (
     OK,
     check_name,
@@ -22,6 +21,7 @@ from prism_limiter.cli._common import (
     usd,
     write_json,
 )
+from prism_limiter.engine._records import Override
 
 
 def register(sub: Any) -> None:

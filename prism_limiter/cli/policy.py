@@ -10,7 +10,6 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
-from prism_limiter._policy import Policy, ProjectPolicy
 from prism_limiter.cli import _diff
 from prism_limiter.cli._common import (
     FINDING,
@@ -23,6 +22,7 @@ from prism_limiter.cli._common import (
     write_json,
 )
 from prism_limiter.cli._stored import stored_policy
+from prism_limiter.policy._policy import Policy, ProjectPolicy
 
 _MARK = {"added": "+", "removed": "-", "changed": "~"}
 

@@ -8,9 +8,6 @@ import sys
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from prism_limiter._limiter import Limiter
-from prism_limiter._records import UNTAGGED
-from prism_limiter._rules import ProjectRules
 from prism_limiter.cli import _reportmath as rm
 from prism_limiter.cli._common import (
     FINDING,
@@ -24,6 +21,9 @@ from prism_limiter.cli._common import (
 )
 from prism_limiter.cli._report_table import render
 from prism_limiter.cli._stored import stored_policy
+from prism_limiter.engine._limiter import Limiter
+from prism_limiter.engine._records import UNTAGGED
+from prism_limiter.policy._rules import ProjectRules
 
 HELP = """\
 spend of PROJECT per model, per value of one tag (--by tag:feature) or per UTC day, from the

@@ -12,9 +12,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from prism_limiter._money import NANO_PER_USD
-from prism_limiter._policy import BudgetPolicy, ProjectPolicy
-from prism_limiter._records import BudgetState, Override
 from prism_limiter.cli._bars import budget_bar
 from prism_limiter.cli._common import (
     FINDING,
@@ -28,6 +25,9 @@ from prism_limiter.cli._common import (
     write_json,
 )
 from prism_limiter.cli._stored import stored_policy
+from prism_limiter.engine._money import NANO_PER_USD
+from prism_limiter.engine._records import BudgetState, Override
+from prism_limiter.policy._policy import BudgetPolicy, ProjectPolicy
 
 HELP = """\
 every budget instance of PROJECT (all projects when none is given): spent / held / remaining

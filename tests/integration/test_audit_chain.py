@@ -11,7 +11,7 @@ import pytest
 from _helpers import audit
 
 from prism_limiter import BudgetExceeded, Limiter, Policy
-from prism_limiter._audit_chain import GENESIS, link, pairs_of
+from prism_limiter.audit._chain import GENESIS, link, pairs_of
 
 pytestmark = pytest.mark.usefixtures("rclient")
 

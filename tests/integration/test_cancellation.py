@@ -19,7 +19,7 @@ import pytest
 from _helpers import audit, held_nano, rate_state, spent_nano
 
 from prism_limiter import AsyncLimiter, AsyncReservation, Policy
-from prism_limiter._protocol import Request, Script
+from prism_limiter.engine._protocol import Request, Script
 
 POLICY = """
 [projects.p]

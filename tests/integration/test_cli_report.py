@@ -12,7 +12,7 @@ import pytest
 from _cli import cli
 
 from prism_limiter import Limiter, Policy
-from prism_limiter._pricing import PRICES
+from prism_limiter.pricing._pricing import PRICES
 
 pytestmark = pytest.mark.usefixtures("rclient")
 

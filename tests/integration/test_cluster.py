@@ -11,7 +11,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from prism_limiter import AsyncLimiter, BudgetExceeded, Limiter, Policy, RateLimited
-from prism_limiter._devserver import redis_cluster, redis_server_binary
+from prism_limiter.engine._devserver import redis_cluster, redis_server_binary
 
 POLICY = Policy.from_toml(
     """

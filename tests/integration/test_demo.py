@@ -18,9 +18,10 @@ import redis
 from _cli import cli
 from _readme import ROOT, command_env, console_commands
 
-from prism_limiter import Limiter, Policy, _demo
-from prism_limiter._devserver import redis_server
+from prism_limiter import Limiter, Policy
+from prism_limiter.cli import _demo
 from prism_limiter.cli._demo_scenario import FEATURES, POLICY, features_of
+from prism_limiter.engine._devserver import redis_server
 
 AUDIT = "prism:{demo}:audit"
 SECTIONS = ("what the workers saw", "budgets", "denials by reason", "the audit trail")

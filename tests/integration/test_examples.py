@@ -15,7 +15,7 @@ import pytest
 from _helpers import held_nano, spent_nano
 
 from prism_limiter import AsyncLimiter, Limiter, Policy
-from prism_limiter._devserver import free_port
+from prism_limiter.engine._devserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

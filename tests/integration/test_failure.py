@@ -10,7 +10,7 @@ from _helpers import audit
 from structlog.testing import capture_logs
 
 from prism_limiter import BackendUnavailable, Limiter, ModelNotAllowed, Policy
-from prism_limiter._devserver import free_port
+from prism_limiter.engine._devserver import free_port
 
 
 def _dead_url() -> str:

@@ -13,7 +13,7 @@ from _helpers import audit
 from genai_prices import Usage, calc_price
 
 from prism_limiter import InvalidRequest, ModelNotAllowed, Policy
-from prism_limiter._keys import FS
+from prism_limiter.engine._keys import FS
 
 pytestmark = pytest.mark.usefixtures("rclient")
 

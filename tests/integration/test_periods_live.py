@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from prism_limiter import Policy, _tz
+from prism_limiter import Policy
+from prism_limiter.policy import _tz
 
 pytestmark = pytest.mark.usefixtures("rclient")
 

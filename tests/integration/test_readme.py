@@ -19,7 +19,7 @@ from _helpers import held_nano, spent_nano
 from _readme import ROOT, command_env, console_commands, readme_block
 
 from prism_limiter import AsyncLimiter, Limiter, Policy
-from prism_limiter._devserver import free_port
+from prism_limiter.engine._devserver import free_port
 
 AUDIT_KEY = "prism:{search}:audit"
 PROMPT = {"prompt": "x" * 400}

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = """
 import sys, prism_limiter
-from prism_limiter import Limiter, Policy, _scripts
+from prism_limiter import Limiter, Policy
+from prism_limiter.engine import _scripts
 package = __import__("pathlib").Path(prism_limiter.__file__).parent
 assert str(_scripts.lua_dir()).startswith(str(package)), (_scripts.lua_dir(), package)
 lim = Limiter.from_url(sys.argv[1])

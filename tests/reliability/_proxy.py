@@ -22,7 +22,7 @@ import threading
 import time
 from types import TracebackType
 
-from prism_limiter._devserver import free_port
+from prism_limiter.engine._devserver import free_port
 
 
 class FaultProxy:

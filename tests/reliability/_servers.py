@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from prism_limiter._devserver import free_port, redis_server_binary
+from prism_limiter.engine._devserver import free_port, redis_server_binary
 
 
 class DurableServer:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from prism_limiter import AuditExporter, Limiter, Policy
-from prism_limiter._audit_chain import GENESIS, link
-from prism_limiter._export import day_of
+from prism_limiter.audit._chain import GENESIS, link
+from prism_limiter.audit._export import day_of
 
 ROOT = Path(__file__).parents[2]
 POLICY = Policy.from_toml('[projects.p]\nallow_models = ["gpt-4o"]\n')

@@ -12,7 +12,7 @@ import redis
 from _helpers import keyspace
 
 from prism_limiter import BackendUnavailable, BudgetExceeded, Limiter, Policy
-from prism_limiter._devserver import redis_server
+from prism_limiter.engine._devserver import redis_server
 
 POLICY = Policy.from_toml(
     "[projects.p]\nallow_models=['*']\n[[projects.p.budgets]]\nid='b'\nusd=100\n"

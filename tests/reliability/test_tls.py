@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from prism_limiter import Limiter, Policy
-from prism_limiter._devserver import free_port, redis_server_binary
+from prism_limiter.engine._devserver import free_port, redis_server_binary
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, Path]:

@@ -8,8 +8,8 @@ from datetime import date
 from decimal import Decimal
 
 from prism_limiter import UsageReport, UsageRow
-from prism_limiter._pricing import PRICES, from_mtok
 from prism_limiter.cli import _focus
+from prism_limiter.pricing._pricing import PRICES, from_mtok
 
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
 DECIMAL = re.compile(r"-?\d+(\.\d+)?\Z")

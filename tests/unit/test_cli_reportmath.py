@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from prism_limiter import UsageRow
-from prism_limiter._pricing import PRICES, from_mtok
 from prism_limiter.cli._reportmath import Row, burn, cache_saved_usd, period_rate, sums_to
+from prism_limiter.pricing._pricing import PRICES, from_mtok
 
 
 def _usage(cost: float, requests: int, inp: int, out: int, read: int = 0) -> UsageRow:

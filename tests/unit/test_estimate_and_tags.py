@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_limiter import InvalidRequest, estimate_tokens, format_tags_header, parse_tags_header
-from prism_limiter._estimate import encoding_for
+from prism_limiter.pricing._estimate import encoding_for
 
 
 def test_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:

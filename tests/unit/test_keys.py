@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from prism_limiter._keys import ProjectKeys, escape, instance_id, unescape, usage_dimensions
+from prism_limiter.engine._keys import ProjectKeys, escape, instance_id, unescape, usage_dimensions
 
 printable = st.text(st.characters(min_codepoint=0x20, exclude_categories=["Cs"]), min_size=1)
 projects = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", fullmatch=True)

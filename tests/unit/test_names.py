@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from prism_limiter import Policy, PolicyError
-from prism_limiter import _rules as rules_module
-from prism_limiter._names import prefixes, provider_id, resolve
-from prism_limiter._pricing import PRICES
-from prism_limiter._rules import ProjectRules
+from prism_limiter.policy import _rules as rules_module
+from prism_limiter.policy._rules import ProjectRules
+from prism_limiter.pricing._names import prefixes, provider_id, resolve
+from prism_limiter.pricing._pricing import PRICES
 
 
 @pytest.mark.parametrize(

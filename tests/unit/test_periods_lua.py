@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lupa import lua51
 
-from prism_limiter import _scripts, _tz
+from prism_limiter.engine import _scripts
+from prism_limiter.policy import _tz
 
 ZONES = [
     "UTC",

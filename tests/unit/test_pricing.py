@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from prism_limiter import InvalidRequest
-from prism_limiter._pricing import PRICES, TokenUsage, from_genai_prices
+from prism_limiter.pricing._pricing import PRICES, TokenUsage, from_genai_prices
 
 MODELS = [
     ("gpt-4o", "openai"),

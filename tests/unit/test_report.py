@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from prism_limiter import InvalidRequest
-from prism_limiter._core import LimiterCore, Settings
-from prism_limiter._protocol import Command
+from prism_limiter.engine._core import LimiterCore, Settings
+from prism_limiter.engine._protocol import Command
 
 
 def days_read(start: object, end: object = None) -> list[str]:

@@ -14,8 +14,8 @@ from openai.types.responses import ResponseUsage
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from prism_limiter import TokenUsage
-from prism_limiter._pricing import PRICES
-from prism_limiter._usage import from_usage
+from prism_limiter.pricing._pricing import PRICES
+from prism_limiter.pricing._usage import from_usage
 
 
 def _nano(price: Any) -> int:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from prism_limiter import InvalidRequest, TokenUsage
-from prism_limiter._usage import from_counts, from_usage
+from prism_limiter.pricing._usage import from_counts, from_usage
 
 
 def test_openai_chat_completions() -> None:

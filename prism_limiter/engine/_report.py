@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from prism_limiter._keys import unescape
-from prism_limiter._money import nano_to_usd
-from prism_limiter._records import UNTAGGED, UsageReport, UsageRow
+from prism_limiter.engine._keys import unescape
+from prism_limiter.engine._money import nano_to_usd
+from prism_limiter.engine._records import UNTAGGED, UsageReport, UsageRow
 from prism_limiter.errors import InvalidRequest
 
 # A row of a usage-day hash: "usd:requests:input:output:cache read:cache write:expired".

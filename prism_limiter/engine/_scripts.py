@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from prism_limiter._log import logger
+from prism_limiter.engine._log import logger
 
 NAMES = (
     "apply_policy",
@@ -45,7 +45,7 @@ def lua_dir() -> Path:
     packaged = Path(str(resources.files("prism_limiter"))) / "lua"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "lua"
+    return Path(__file__).resolve().parents[2] / "lua"
 
 
 def _read(relative: str) -> str:

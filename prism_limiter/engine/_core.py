@@ -8,26 +8,27 @@ here policy, overrides, the audit stream and reports; ``_core_base`` holds what 
 
 from datetime import UTC, date, datetime
 
-from prism_limiter import _audit_ops, _overrides, _validate
-from prism_limiter._audit_chain import AuditVerification
-from prism_limiter._core_base import CoreBase, EvictingRedis, FailureMode, Held, Settings
-from prism_limiter._keys import LS
-from prism_limiter._policy import Policy
-from prism_limiter._policy_store import PolicyChange
-from prism_limiter._protocol import Command, Op, as_int, text
-from prism_limiter._records import (
+from prism_limiter.audit import AuditEvent
+from prism_limiter.audit import _ops as _audit_ops
+from prism_limiter.audit._chain import AuditVerification
+from prism_limiter.engine import _overrides, _validate
+from prism_limiter.engine._core_base import CoreBase, EvictingRedis, FailureMode, Held, Settings
+from prism_limiter.engine._keys import LS
+from prism_limiter.engine._protocol import Command, Op, as_int, text
+from prism_limiter.engine._records import (
     BudgetState,
     Override,
     UsageReport,
 )
-from prism_limiter._replies import (
+from prism_limiter.engine._replies import (
     budget_states,
 )
-from prism_limiter._report import add_usage_row, build_report, usage_days, utc_day
-from prism_limiter._reserve_op import ReserveOps
-from prism_limiter._settle_op import SettleOps
-from prism_limiter.audit import AuditEvent
+from prism_limiter.engine._report import add_usage_row, build_report, usage_days, utc_day
+from prism_limiter.engine._reserve_op import ReserveOps
+from prism_limiter.engine._settle_op import SettleOps
 from prism_limiter.errors import InvalidRequest
+from prism_limiter.policy._policy import Policy
+from prism_limiter.policy._policy_store import PolicyChange
 
 __all__ = ["CoreBase", "EvictingRedis", "FailureMode", "Held", "LimiterCore", "Settings"]
 
@@ -55,7 +56,7 @@ class LimiterCore(ReserveOps, SettleOps):
         yield from self._preflight()
         return (yield from self.policies.projects())
 
-    # -- the audit stream (prism_limiter._audit_ops) -------------------------------------------
+    # -- the audit stream (audit/_ops) -----------------------------------------------------
 
     def verify_audit(self, project: str, checkpoint: object) -> Op[AuditVerification]:
         return (yield from _audit_ops.verify(self, project, checkpoint))
@@ -68,7 +69,7 @@ class LimiterCore(ReserveOps, SettleOps):
             yield from _audit_ops.check_project(self, project)
         return (yield from _audit_ops.page(self, project, after, block_ms))
 
-    # -- overrides (prism_limiter._overrides) ------------------------------------------------
+    # -- overrides (engine/_overrides) -----------------------------------------------------
 
     def grant_override(
         self,

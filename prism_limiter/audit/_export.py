@@ -29,9 +29,9 @@ from typing import Any
 
 import redis
 
-from prism_limiter import _validate
-from prism_limiter._keys import ProjectKeys, projects_key
-from prism_limiter._protocol import map_error, text
+from prism_limiter.engine import _validate
+from prism_limiter.engine._keys import ProjectKeys, projects_key
+from prism_limiter.engine._protocol import map_error, text
 from prism_limiter.errors import InvalidRequest
 
 _CACHED_FILES = 8

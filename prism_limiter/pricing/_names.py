@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 
-from prism_limiter._pricing import PRICES, ModelPrice
+from prism_limiter.pricing._pricing import PRICES, ModelPrice
 
 
 @functools.lru_cache(maxsize=1024)

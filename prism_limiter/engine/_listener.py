@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from prism_limiter._core import Held
-    from prism_limiter._records import Settlement
+    from prism_limiter.engine._core import Held
+    from prism_limiter.engine._records import Settlement
 
 
 class Listener(Protocol):

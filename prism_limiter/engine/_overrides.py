@@ -8,15 +8,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from prism_limiter import _validate
-from prism_limiter._keys import FS, LS
-from prism_limiter._money import nano_to_usd, usd_to_nano
-from prism_limiter._protocol import Op, as_int, text
-from prism_limiter._records import Override
+from prism_limiter.engine import _validate
+from prism_limiter.engine._keys import FS, LS
+from prism_limiter.engine._money import nano_to_usd, usd_to_nano
+from prism_limiter.engine._protocol import Op, as_int, text
+from prism_limiter.engine._records import Override
 from prism_limiter.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from prism_limiter._core import LimiterCore
+    from prism_limiter.engine._core import LimiterCore
 
 MAX_OVERRIDE_TTL_S = 366 * 86400  # an override lasts at most a year
 _STATES: dict[str, Literal["active", "expired", "revoked"]] = {

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from prism_limiter._audit_chain import AuditCheckpoint, AuditVerification
+from prism_limiter.audit._chain import AuditCheckpoint, AuditVerification
 
 SCHEMA = 1
 

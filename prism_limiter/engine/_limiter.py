@@ -8,11 +8,12 @@ from typing import Any, TypeVar
 
 import redis
 
-from prism_limiter import _validate
-from prism_limiter._audit_chain import AuditVerification
-from prism_limiter._audit_ops import AUDIT_BLOCK_MS, Since, start_id
-from prism_limiter._backend import make_client
-from prism_limiter._base import (
+from prism_limiter.audit import AuditEvent
+from prism_limiter.audit._chain import AuditVerification
+from prism_limiter.audit._ops import AUDIT_BLOCK_MS, Since, start_id
+from prism_limiter.engine import _validate
+from prism_limiter.engine._backend import make_client
+from prism_limiter.engine._base import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RETRIES,
     DEFAULT_SOCKET_TIMEOUT_S,
@@ -20,16 +21,15 @@ from prism_limiter._base import (
     raise_for,
     usage_of,
 )
-from prism_limiter._core import Held
-from prism_limiter._policy import Policy
-from prism_limiter._policy_store import PolicyChange
-from prism_limiter._pricing import TokenUsage
-from prism_limiter._protocol import Op, Request, Script, map_error
-from prism_limiter._records import BudgetState, Override, Settlement, UsageReport
-from prism_limiter._reservation import Reservation
-from prism_limiter._scripts import Scripts
-from prism_limiter.audit import AuditEvent
+from prism_limiter.engine._core import Held
+from prism_limiter.engine._protocol import Op, Request, Script, map_error
+from prism_limiter.engine._records import BudgetState, Override, Settlement, UsageReport
+from prism_limiter.engine._reservation import Reservation
+from prism_limiter.engine._scripts import Scripts
 from prism_limiter.errors import PrismLimiterError
+from prism_limiter.policy._policy import Policy
+from prism_limiter.policy._policy_store import PolicyChange
+from prism_limiter.pricing._pricing import TokenUsage
 
 T = TypeVar("T")
 

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from prism_limiter import _validate
-from prism_limiter._money import MAX_USD
-from prism_limiter._names import key_forms
-from prism_limiter._pricing import provider_problem
+from prism_limiter.engine import _validate
+from prism_limiter.engine._money import MAX_USD
 from prism_limiter.errors import InvalidRequest, PolicyError
+from prism_limiter.pricing._names import key_forms
+from prism_limiter.pricing._pricing import provider_problem
 
 Period = Literal["day", "week", "month", "quarter", "year", "total"]
 # "shadow": the limit never denies; a request it would deny is audited (budget.would_block,

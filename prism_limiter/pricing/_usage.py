@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prism_limiter import _validate
-from prism_limiter._pricing import TokenUsage
+from prism_limiter.engine import _validate
 from prism_limiter.errors import InvalidRequest
+from prism_limiter.pricing._pricing import TokenUsage
 
 
 def _mapping(obj: Any) -> Mapping[str, Any]:

@@ -20,8 +20,8 @@ import msgspec
 from genai_prices import Usage, calc_price
 from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 
-from prism_limiter import _validate
-from prism_limiter._money import pico_to_nano_ceil
+from prism_limiter.engine import _validate
+from prism_limiter.engine._money import pico_to_nano_ceil
 from prism_limiter.errors import InvalidRequest
 
 # Token classes priced here, with the genai-prices price key of each.

@@ -28,10 +28,6 @@ import redis
 from rich.console import Console
 from rich.text import Text
 
-from prism_limiter._devserver import free_port, redis_server, redis_server_binary
-from prism_limiter._limiter import Limiter
-from prism_limiter._policy import Policy
-from prism_limiter._records import Override
 from prism_limiter.cli._common import out, usd
 from prism_limiter.cli._demo_report import Progress, Tally, progress, report
 from prism_limiter.cli._demo_scenario import (
@@ -47,6 +43,10 @@ from prism_limiter.cli._demo_scenario import (
     work,
     work_process,
 )
+from prism_limiter.engine._devserver import free_port, redis_server, redis_server_binary
+from prism_limiter.engine._limiter import Limiter
+from prism_limiter.engine._records import Override
+from prism_limiter.policy._policy import Policy
 
 SECONDS = 12.0
 REQUESTER = "support@example.com"  # asks for the override

@@ -6,11 +6,11 @@ import json
 import os
 from dataclasses import dataclass
 
-from prism_limiter import _validate
-from prism_limiter._keys import LS, usage_dimensions
-from prism_limiter._pricing import ModelPrice, provider_problem
-from prism_limiter._rules import BudgetMatch, ModelEntry, ProjectRules
+from prism_limiter.engine import _validate
+from prism_limiter.engine._keys import LS, usage_dimensions
 from prism_limiter.errors import InvalidRequest
+from prism_limiter.policy._rules import BudgetMatch, ModelEntry, ProjectRules
+from prism_limiter.pricing._pricing import ModelPrice, provider_problem
 
 DEFAULT_HOLD_TTL_S = 600.0
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_limiter import _usage, _validate
-from prism_limiter._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
-from prism_limiter._log import logger
-from prism_limiter._pricing import TokenUsage
-from prism_limiter._records import Decision
+from prism_limiter.engine import _validate
+from prism_limiter.engine._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
+from prism_limiter.engine._log import logger
+from prism_limiter.engine._records import Decision
 from prism_limiter.errors import (
     BudgetExceeded,
     InvalidRequest,
@@ -16,6 +15,8 @@ from prism_limiter.errors import (
     ModelNotAllowed,
     RateLimited,
 )
+from prism_limiter.pricing import _usage
+from prism_limiter.pricing._pricing import TokenUsage
 
 DEFAULT_SOCKET_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 2

@@ -6,12 +6,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from prism_limiter._keys import FS, LS
-from prism_limiter._money import nano_to_usd
-from prism_limiter._protocol import as_int, text
-from prism_limiter._records import BudgetState, BudgetWarning, Decision, Settlement
-from prism_limiter._rules import BudgetMatch
+from prism_limiter.engine._keys import FS, LS
+from prism_limiter.engine._money import nano_to_usd
+from prism_limiter.engine._protocol import as_int, text
+from prism_limiter.engine._records import BudgetState, BudgetWarning, Decision, Settlement
 from prism_limiter.errors import InvalidRequest
+from prism_limiter.policy._rules import BudgetMatch
 
 _MOMENTS: dict[int, datetime] = {}  # period boundaries repeat on every reply
 

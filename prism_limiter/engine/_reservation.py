@@ -13,15 +13,15 @@ from collections.abc import Coroutine, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from prism_limiter._base import estimate_usage, usage_of
-from prism_limiter._core import Held
-from prism_limiter._log import logger
-from prism_limiter._records import Decision, Settlement
+from prism_limiter.engine._base import estimate_usage, usage_of
+from prism_limiter.engine._core import Held
+from prism_limiter.engine._log import logger
+from prism_limiter.engine._records import Decision, Settlement
 from prism_limiter.errors import PrismLimiterError
 
 if TYPE_CHECKING:
-    from prism_limiter._async import AsyncLimiter
-    from prism_limiter._limiter import Limiter
+    from prism_limiter.engine._async import AsyncLimiter
+    from prism_limiter.engine._limiter import Limiter
 
 
 class _ReservationBase:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from prism_limiter._records import Decision
+from prism_limiter.engine._records import Decision
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:

@@ -7,13 +7,13 @@ import math
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from prism_limiter import _validate
-from prism_limiter._keys import LS, instance_id, usage_dimensions
-from prism_limiter._money import usd_to_nano
-from prism_limiter._names import Resolved, key_forms, resolve
-from prism_limiter._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
-from prism_limiter._pricing import ModelPrice, from_mtok
+from prism_limiter.engine import _validate
+from prism_limiter.engine._keys import LS, instance_id, usage_dimensions
+from prism_limiter.engine._money import usd_to_nano
 from prism_limiter.errors import InvalidRequest
+from prism_limiter.policy._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
+from prism_limiter.pricing._names import Resolved, key_forms, resolve
+from prism_limiter.pricing._pricing import ModelPrice, from_mtok
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,21 +2,21 @@
 
 from time import perf_counter
 
-from prism_limiter import _validate
-from prism_limiter._core_base import CoreBase, Held
-from prism_limiter._log import logger
-from prism_limiter._money import nano_to_usd
-from prism_limiter._plan import settle_fallback
-from prism_limiter._pricing import TokenUsage
-from prism_limiter._protocol import Command, Op, text
-from prism_limiter._records import (
+from prism_limiter.engine import _validate
+from prism_limiter.engine._core_base import CoreBase, Held
+from prism_limiter.engine._log import logger
+from prism_limiter.engine._money import nano_to_usd
+from prism_limiter.engine._plan import settle_fallback
+from prism_limiter.engine._protocol import Command, Op, text
+from prism_limiter.engine._records import (
     Settlement,
 )
-from prism_limiter._replies import (
+from prism_limiter.engine._replies import (
     record_model,
     settlement,
 )
 from prism_limiter.errors import BackendUnavailable, InvalidRequest, PrismLimiterError
+from prism_limiter.pricing._pricing import TokenUsage
 
 
 class SettleOps(CoreBase):

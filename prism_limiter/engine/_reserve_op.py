@@ -4,14 +4,14 @@
 import functools
 from time import perf_counter
 
-from prism_limiter._core_base import CoreBase, Held
-from prism_limiter._log import logger
-from prism_limiter._plan import Request, plan_reserve, request
-from prism_limiter._protocol import Op
-from prism_limiter._records import (
+from prism_limiter.engine._core_base import CoreBase, Held
+from prism_limiter.engine._log import logger
+from prism_limiter.engine._plan import Request, plan_reserve, request
+from prism_limiter.engine._protocol import Op
+from prism_limiter.engine._records import (
     Decision,
 )
-from prism_limiter._replies import (
+from prism_limiter.engine._replies import (
     decision_from_reply,
     model_message,
 )

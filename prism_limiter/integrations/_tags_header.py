@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
-from prism_limiter import _validate
+from prism_limiter.engine import _validate
 from prism_limiter.errors import InvalidRequest
 
 HEADER = "X-Prism-Tags"

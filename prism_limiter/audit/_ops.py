@@ -7,19 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from prism_limiter import _validate
-from prism_limiter._audit_chain import (
+from prism_limiter.audit import AuditEvent, parse_entry
+from prism_limiter.audit._chain import (
     AuditCheckpoint,
     AuditVerification,
     ChainVerifier,
     pairs_of,
 )
-from prism_limiter._protocol import Command, Op, text
-from prism_limiter.audit import AuditEvent, parse_entry
+from prism_limiter.engine import _validate
+from prism_limiter.engine._protocol import Command, Op, text
 from prism_limiter.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from prism_limiter._core import LimiterCore
+    from prism_limiter.engine._core import LimiterCore
 
 PAGE = 500
 # A following reader waits this long per read: well below the clients' socket timeout (1 s).

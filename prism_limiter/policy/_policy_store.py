@@ -18,13 +18,14 @@ from collections.abc import Callable
 
 import msgspec
 
-from prism_limiter import _tz, _validate
-from prism_limiter._keys import ProjectKeys, global_policy_key, projects_key
-from prism_limiter._log import logger
-from prism_limiter._policy import Policy, decode_project, encode_project
-from prism_limiter._protocol import Command, Op, Script, as_int, text
-from prism_limiter._rules import ProjectRules
+from prism_limiter.engine import _validate
+from prism_limiter.engine._keys import ProjectKeys, global_policy_key, projects_key
+from prism_limiter.engine._log import logger
+from prism_limiter.engine._protocol import Command, Op, Script, as_int, text
 from prism_limiter.errors import InvalidRequest, PolicyError
+from prism_limiter.policy import _tz
+from prism_limiter.policy._policy import Policy, decode_project, encode_project
+from prism_limiter.policy._rules import ProjectRules
 
 _MAX_CAS_RETRIES = 10
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from prism_limiter._records import _Record
+from prism_limiter.engine._records import _Record
 
 GENESIS = b"0" * 40
 UNAVAILABLE = b"unavailable"  # chain of an entry written without redis.sha1hex (memory://)

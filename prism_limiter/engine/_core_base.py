@@ -9,19 +9,19 @@ from typing import Any, Literal
 
 import msgspec
 
-from prism_limiter import _validate
-from prism_limiter._breaker import Breaker
-from prism_limiter._keys import ProjectKeys
-from prism_limiter._listener import Listener
-from prism_limiter._log import logger
-from prism_limiter._policy_store import PolicyStore
-from prism_limiter._pricing import ModelPrice
-from prism_limiter._protocol import Command, Op, Script, as_int, text
-from prism_limiter._records import (
+from prism_limiter.engine import _validate
+from prism_limiter.engine._breaker import Breaker
+from prism_limiter.engine._keys import ProjectKeys
+from prism_limiter.engine._listener import Listener
+from prism_limiter.engine._log import logger
+from prism_limiter.engine._protocol import Command, Op, Script, as_int, text
+from prism_limiter.engine._records import (
     Decision,
 )
-from prism_limiter._rules import BudgetMatch, ProjectRules
 from prism_limiter.errors import BackendUnavailable, PrismLimiterError
+from prism_limiter.policy._policy_store import PolicyStore
+from prism_limiter.policy._rules import BudgetMatch, ProjectRules
+from prism_limiter.pricing._pricing import ModelPrice
 
 FailureMode = Literal["closed", "open"]
 EvictingRedis = Literal["refuse", "warn"]

@@ -1,0 +1,1 @@
+"""Integrations: HTTP headers for decisions and the tag header."""

@@ -1,0 +1,1 @@
+"""Policy: the TOML document, its storage in Redis, and its compiled rules."""

@@ -1,0 +1,1 @@
+"""Pricing: model names and prices, provider usage objects, token estimates."""
