@@ -1,5 +1,5 @@
 -- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
--- needs: common audit period rate overrides state
+-- needs: common audit period rate overrides state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.

@@ -37,7 +37,7 @@ NAMES = (
     "sweep",
 )
 _NEEDS = re.compile(r"^-- needs: (.*)$", re.MULTILINE)
-_LIBS = ("common", "audit", "period", "rate", "overrides", "state")
+_LIBS = ("common", "audit", "period", "rate", "overrides", "state", "upkeep")
 
 
 def lua_dir() -> Path:
