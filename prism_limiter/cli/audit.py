@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
+import msgspec
 from redis.cluster import RedisCluster
 from rich.text import Text
 
+from prism_limiter.audit._export import AuditExporter
 from prism_limiter.cli._common import (
+    FINDING,
     OK,
     UsageError,
     check_name,
@@ -36,7 +42,12 @@ TAIL_HELP = """\
 the last entries of PROJECT's audit stream (or of every project's, --all), pretty or --json
 (one entry per line); --follow keeps printing new entries as they land. Following carries the
 id of the last entry read into the next XREAD, so no entry between two reads is missed."""
-EXPORT_HELP = "PROJECT's audit entries from --from to --to as JSON lines (XRANGE by time)."
+EXPORT_HELP = """\
+PROJECT's audit entries from --from to --to as JSON lines (XRANGE by time); or, with --follow
+DIR, every entry exported as it lands, exactly once across crashes and restarts."""
+VERIFY_HELP = """\
+Check PROJECT's audit stream: every entry's seq follows the one before and its chain matches its
+fields. Names the first edited, inserted, reordered or deleted entry (exit 1)."""
 _RED = ("model.denied", "budget.blocked", "rate.limited", "hold.damaged")
 _YELLOW = ("budget.warn", "hold.expired", "settle.over_estimate", "settle.late", "price.unknown")
 _HIDDEN = ("event", "project", "ts_ms", "chain")
@@ -62,17 +73,33 @@ def register(sub: Any) -> None:
     p = command(
         cmds, "export", export, "entries of a time range as JSON lines", description=EXPORT_HELP
     )
-    p.add_argument("project", metavar="PROJECT")
-    p.add_argument("--from", dest="start", type=moment, required=True, help="a day or ISO time")
+    p.add_argument("project", nargs="?", metavar="PROJECT")
+    p.add_argument("--from", dest="start", type=moment, help="a day or ISO time")
     p.add_argument(
         "--to",
         dest="end",
         type=_end,
-        required=True,
         help="exclusive end; a day YYYY-MM-DD includes that whole day",
     )
     _event_flag(p)
     p.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    p.add_argument(
+        "--follow",
+        metavar="DIR",
+        help="instead: keep exporting every entry (of PROJECT, or of every project) to"
+        " DIR/<project>/<UTC day>.jsonl, exactly once, until stopped (a consumer group)",
+    )
+    p = command(
+        cmds, "verify", verify, "check the stream's seq and hash chain", description=VERIFY_HELP
+    )
+    p.add_argument("project", metavar="PROJECT")
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="resume after the checkpoint stored in FILE, and store the new one there when the"
+        " stream verifies (keep it outside Redis: it is what catches a rewritten stream)",
+    )
+    json_flag(p, "the verification")
 
 
 def _event_flag(p: argparse.ArgumentParser) -> None:
@@ -248,6 +275,10 @@ def tail(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    if args.follow is not None:
+        return _export_follow(args)
+    if args.project is None or args.start is None or args.end is None:
+        raise UsageError("export needs PROJECT, --from and --to (or --follow DIR)")
     project = check_name("project", args.project)
     if args.end <= args.start:
         raise UsageError("--to must be after --from")
@@ -262,3 +293,40 @@ def export(args: argparse.Namespace) -> int:
 
 def _jsonl(entry: Entry) -> str:
     return json.dumps(entry.to_dict(), separators=(",", ":")) + "\n"
+
+
+def _export_follow(args: argparse.Namespace) -> int:
+    """``export --follow DIR``: the exporter runs until SIGTERM or SIGINT."""
+    projects = [check_name("project", args.project)] if args.project else None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with limiter(args) as lim:
+        written = AuditExporter(lim, args.follow, projects=projects).run(stop)
+    print(f"{written} entries exported to {args.follow}", file=sys.stderr)
+    return OK
+
+
+def verify(args: argparse.Namespace) -> int:
+    project = check_name("project", args.project)
+    checkpoint = None
+    path = Path(args.checkpoint) if args.checkpoint else None
+    if path is not None and path.exists():
+        try:
+            checkpoint = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the checkpoint {path}: {exc}") from None
+    with limiter(args) as lim:
+        result = lim.verify_audit(project, checkpoint)
+    if result.ok and path is not None and result.checkpoint is not None:
+        path.write_text(json.dumps(msgspec.to_builtins(result.checkpoint)) + "\n")
+    if args.json:
+        write_json_line(result.to_dict())
+    elif result.ok:
+        note = "" if result.chained else " (seq only: these entries carry no chain)"
+        out().print(Text(f"{project}: {result.checked} entries verified{note}"))
+    else:
+        out().print(
+            Text(f"{project}: entry {result.bad_id} (seq {result.bad_seq}): {result.problem}")
+        )
+    return OK if result.ok else FINDING

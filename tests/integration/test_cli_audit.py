@@ -238,3 +238,68 @@ def test_export_by_time(redis_url: str, lim: Limiter, tmp_path: Any) -> None:
         ).returncode
         == 2
     )
+
+
+def test_verify_passes_then_names_an_edited_and_a_deleted_entry(
+    redis_url: str, rclient: Any, lim: Limiter, tmp_path: Any
+) -> None:
+    """audit verify: exit 0 on an intact stream (storing the checkpoint), 1 naming the entry
+    after a deliberate edit, and after a deliberate delete."""
+    _grant(lim, 3)
+    checkpoint = tmp_path / "checkpoint.json"
+    ok = cli("audit", "verify", "search", "--checkpoint", str(checkpoint), url=redis_url)
+    assert ok.returncode == 0, ok.stderr
+    assert "entries verified" in ok.stdout and json.loads(checkpoint.read_text())["seq"] >= 1
+    key = "prism:{search}:audit"
+    entries = rclient.xrange(key)
+    victim_id = entries[2][0]
+    rclient.delete(key)  # rebuild the stream with one value changed: the same ids
+    for entry_id, fields in entries:
+        forged = {**fields, b"reason": b"forged"} if entry_id == victim_id else fields
+        rclient.xadd(key, forged, id=entry_id)
+    edited = cli("audit", "verify", "search", "--json", url=redis_url)
+    assert edited.returncode == 1
+    assert json.loads(edited.stdout)["bad_id"] == victim_id.decode()
+    rclient.delete(key)
+    for entry_id, fields in entries:
+        if entry_id != victim_id:
+            rclient.xadd(key, fields, id=entry_id)
+    deleted = cli("audit", "verify", "search", url=redis_url)
+    assert deleted.returncode == 1 and "missing" in deleted.stdout
+
+
+def test_export_follow_writes_every_entry_once(redis_url: str, lim: Limiter, tmp_path: Any) -> None:
+    """audit export --follow DIR keeps exporting until stopped; each entry lands once."""
+    _grant(lim, 4)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prism_limiter",
+            "audit",
+            "export",
+            "search",
+            "--follow",
+            str(tmp_path),
+            "--url",
+            redis_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+    )
+    try:
+        day_file = tmp_path / "search" / f"{datetime.now(UTC):%Y-%m-%d}.jsonl"
+        deadline = time.monotonic() + 60
+        expected = len(lim.client.xrange(lim.audit_key("search")))
+        while not (day_file.exists() and len(day_file.read_text().splitlines()) >= expected):
+            assert time.monotonic() < deadline, "the exporter wrote too little"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    ids = [json.loads(line)["id"] for line in day_file.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == expected
+    assert proc.returncode == 0 and "entries exported" in err
