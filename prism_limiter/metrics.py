@@ -25,9 +25,6 @@ the tag keys you list (and only those); never a reservation id.
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +37,10 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from prism_limiter.errors import InvalidRequest
+from prism_limiter.integrations._recorder import Recorder
 
 if TYPE_CHECKING:
     from prism_limiter.engine._base import BaseLimiter
-    from prism_limiter.engine._core import Held
-    from prism_limiter.engine._records import Settlement
 
 __all__ = ["Metrics", "instrument"]
 
@@ -53,14 +49,14 @@ _MAX_ESTIMATES = 100_000  # reservations charged their estimate, awaiting a real
 _LABEL = re.compile(r"[^A-Za-z0-9_]")
 
 
-class Metrics:
-    """The metrics of one or more limiters (``attach`` each); the core's listener."""
+class Metrics(Recorder):
+    """The Prometheus metrics of one or more limiters (``attach`` each); the core's listener."""
 
     def __init__(
         self, registry: CollectorRegistry | None = None, tag_keys: tuple[str, ...] = ()
     ) -> None:
+        super().__init__(tuple(tag_keys))
         registry = REGISTRY if registry is None else registry
-        self.tag_keys = tuple(tag_keys)
         labels = ["tag_" + _LABEL.sub("_", k) for k in self.tag_keys]
         if len(set(labels)) != len(labels):
             raise InvalidRequest(f"tag keys {self.tag_keys} give the same label names {labels}")
@@ -95,89 +91,22 @@ class Metrics:
             ["operation"],
             registry=registry,
         )
-        self._lock = threading.Lock()
-        self._live: dict[str, dict[str, float]] = {}  # project -> reservation id -> lease end
-        self._estimates: OrderedDict[tuple[str, str], float] = OrderedDict()
         registry.register(_HoldsCollector(self))
 
-    # -- attaching --------------------------------------------------------------------------
+    def _record_decision(self, project: str, outcome: str, reason: str) -> None:
+        self.decisions.labels(project, outcome, reason).inc()
 
-    def attach(self, limiter: BaseLimiter) -> Metrics:
-        core = limiter._core
-        if core.listener is not None and core.listener is not self:
-            raise InvalidRequest("this limiter is already instrumented")
-        core.listener = self
-        return self
+    def _record_latency(self, operation: str, seconds: float) -> None:
+        self.latency.labels(operation).observe(seconds)
 
-    def detach(self, limiter: BaseLimiter) -> None:
-        if limiter._core.listener is self:
-            limiter._core.listener = None
+    def _record_degraded(self, project: str, operation: str) -> None:
+        self.degraded.labels(project, operation).inc()
 
-    # -- the listener -----------------------------------------------------------------------
+    def _record_spend(self, project: str, model: str, tags: tuple[str, ...], usd: float) -> None:
+        self.spend.labels(project, model, *tags).inc(usd)
 
-    def reserved(self, held: Held, seconds: float) -> None:
-        d = held.decision
-        self.latency.labels("reserve").observe(seconds)
-        self.decisions.labels(
-            held.project, "allowed" if d.allowed else "denied", d.reason or ""
-        ).inc()
-        if d.degraded:
-            self.degraded.labels(held.project, "reserve").inc()
-        elif d.allowed:
-            until = d.expires_at.timestamp() if d.expires_at else time.time() + 600
-            with self._lock:
-                self._live.setdefault(held.project, {})[held.reservation_id] = until
-
-    def settled(
-        self,
-        project: str,
-        model: str,
-        tags: dict[str, str],
-        settlement: Settlement,
-        *,
-        estimate: bool,
-        seconds: float,
-    ) -> None:
-        self.latency.labels("settle").observe(seconds)
-        if settlement.degraded:  # logged for a replay, not booked
-            self.degraded.labels(project, "settle").inc()
-            return
-        rid = settlement.reservation_id
-        self._end(project, rid)
-        if not settlement.first:  # a repeat: nothing was booked
-            return
-        amount = settlement.cost_usd
-        with self._lock:
-            if estimate:
-                self._estimates[(project, rid)] = amount
-                while len(self._estimates) > _MAX_ESTIMATES:
-                    self._estimates.popitem(last=False)
-            else:
-                charged = self._estimates.pop((project, rid), None)
-                if charged is not None:  # only the difference is booked now
-                    amount = max(0.0, amount - charged)
-        values = [tags.get(k, "") for k in self.tag_keys]
-        self.spend.labels(project, model, *values).inc(amount)
-
-    def released(self, project: str, reservation_id: str, released: bool, seconds: float) -> None:
-        self.latency.labels("release").observe(seconds)
-        self._end(project, reservation_id)
-
-    def unavailable(self, operation: str, project: str) -> None:
+    def _record_unavailable(self, operation: str) -> None:
         self.unavailable_calls.labels(operation).inc()
-
-    def _end(self, project: str, reservation_id: str) -> None:
-        with self._lock:
-            self._live.get(project, {}).pop(reservation_id, None)
-
-    def live_holds(self) -> dict[str, int]:
-        """Holds per project this process took and has not ended, leases not yet run out."""
-        now = time.time()
-        with self._lock:
-            for holds in self._live.values():
-                for rid in [r for r, until in holds.items() if until <= now]:
-                    del holds[rid]
-            return {p: len(h) for p, h in self._live.items()}
 
 
 class _HoldsCollector:
