@@ -14,13 +14,12 @@
 --   ARGV[13] attribution rows, joined by \30
 --   ARGV[14] estimated input tokens;  ARGV[15] max output tokens
 --   ARGV[16] flags: "u" when the price is unknown and allowed at cost 0 (audited)
---   ARGV[17] number of budget instances n, then 7 values each:
---            instance id, "budget\30split value", cap (nUSD), thresholds "nUSD:fraction,...",
---            period spec, on expiry ("1" charge, "0" release), mode ("e" enforce, "s" shadow)
---            then the number of rate-limit instances m, and 4 values each: instance id ("r:..."),
---            "limit\30split value", config "rpm,tpm,max_concurrent,burst (thousandths of a
---            minute)" (0 = no such limit), mode ("e" or "s"). TPM is charged ARGV[14] + ARGV[15]
---            tokens.
+--   ARGV[17] the matched budget and rate-limit instances, packed (instances() in lib/state.lua):
+--            per budget: instance id, "budget\30split value", cap (nUSD), thresholds
+--            "nUSD:fraction,...", period spec, on expiry ("1" charge, "0" release), mode ("e"
+--            enforce, "s" shadow); per rate limit: instance id ("r:..."), "limit\30split value",
+--            config "rpm,tpm,max_concurrent,burst (thousandths of a minute)" (0 = no such
+--            limit), mode ("e" or "s"). TPM is charged ARGV[14] + ARGV[15] tokens.
 -- Budgets are checked before rate limits: a request a budget blocks for the period is not told
 -- to retry in a second. Shadow limits never deny: once the enforced ones allow the request,
 -- each shadow budget it would overrun is audited budget.would_block (and still holds, so its
@@ -51,38 +50,16 @@ local function reserve(keys, argv)
   -- Every argument is checked before anything is read or written.
   local rid, denial, model, tags = ARGV[7], ARGV[8], ARGV[11], ARGV[12]
   local hold, lease_ms = arg_int(ARGV[9]), arg_int(ARGV[10])
-  local est_in, est_out, n = arg_int(ARGV[14]), arg_int(ARGV[15]), arg_int(ARGV[17])
+  local est_in, est_out = arg_int(ARGV[14]), arg_int(ARGV[15])
   if not (rid and denial and model and tags and ARGV[13] and ARGV[16] and hold and hold >= 0
-    and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0
-    and n and n >= 0) then
+    and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0) then
     return {'badargs', 'reserve'}
   end
-  local configs, budgets = {}, {}
-  for i = 1, n do
-    local base = 17 + (i - 1) * 7
-    local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = arg_int(ARGV[base + 3]),
-      thresholds = ARGV[base + 4], spec = ARGV[base + 5], charge = ARGV[base + 6],
-      shadow = ARGV[base + 7] == 's'}
-    if not (cfg.iid and cfg.name and cfg.cap and cfg.cap >= 0 and cfg.thresholds
-      and spec_ok(cfg.spec) and (cfg.charge == '0' or cfg.charge == '1')
-      and (ARGV[base + 7] == 'e' or cfg.shadow)) then
-      return {'badargs', 'budget ' .. i}
-    end
-    configs[i], budgets[i] = cfg, {cfg.iid, cfg.spec}
-  end
-  local rbase = 18 + n * 7
-  local m = arg_int(ARGV[rbase])
-  if not (m and m >= 0) then return {'badargs', 'rate count'} end
-  local rconfigs, rates = {}, {}
-  for i = 1, m do
-    local base = rbase + (i - 1) * 4
-    local rc = {iid = ARGV[base + 1], name = ARGV[base + 2], raw = ARGV[base + 3],
-      shadow = ARGV[base + 4] == 's'}
-    if not (rc.iid and rc.name and rate_cfg(rc.raw) and (ARGV[base + 4] == 'e' or rc.shadow)) then
-      return {'badargs', 'rate ' .. i}
-    end
-    rconfigs[i], rates[i] = rc, {rc.iid, rc.raw, nil}
-  end
+  local inst, bad = instances(ARGV[17])
+  if not inst then return {'badargs', bad} end
+  local configs, rconfigs = inst.configs, inst.rconfigs
+  -- Per call (the parsed configs are shared across calls and never changed).
+  local over, overridden, kinds, retries = {}, {}, {}, {}
 
   local pv = redis.call('HMGET', K_POLICY, 'v', 'due')
   local version = pv[1] or '0'
@@ -111,7 +88,7 @@ local function reserve(keys, argv)
   end
 
   -- Compute everything before the first write: a denial changes no budget.
-  local bviews, rviews = load(budgets, rates)
+  local bviews, rviews = load(inst.budgets, inst.rates, inst.fields)
   local function budget_audit(event, cfg, view, cap)
     local nb = split(cfg.name, LS)
     audit_flood(event, {'budget', nb[1], 'split', nb[2] or '', 'model', model, 'tags', tags,
@@ -122,13 +99,13 @@ local function reserve(keys, argv)
   for i, cfg in ipairs(configs) do
     local view = bviews[i]
     local cap = cfg.cap + view.extra
-    cfg.over = view.spent + view.held + hold > cap
-    if cfg.over and not cfg.shadow then
+    over[i] = view.spent + view.held + hold > cap
+    if over[i] and not cfg.shadow then
       local nb = budget_audit('budget.blocked', cfg, view, cap)
       rec_denied(rid, model, 'budget ' .. nb[1] .. (nb[2] and nb[2] ~= '' and (' for ' .. nb[2]) or ''))
       return {'denied', 'budget', nb[1], nb[2] or '', cap, view.spent, view.held, hold, view.p, view.e}
     end
-    cfg.overridden = not cfg.over and view.spent + view.held + hold > cfg.cap
+    overridden[i] = not over[i] and view.spent + view.held + hold > cfg.cap
   end
 
   local tokens = est_in + est_out
@@ -149,11 +126,11 @@ local function reserve(keys, argv)
       rec_denied(rid, model, 'rate limit ' .. nb[1] .. ' (' .. kind .. ')')
       return {'denied', 'rate', nb[1], nb[2] or '', kind, retry_ms, value}
     end
-    rc.kind, rc.retry_ms = kind, retry_ms
+    kinds[i], retries[i] = kind, retry_ms
   end
 
   local reply = {'ok', hold, NOW_MS + lease_ms, NOW_MS}
-  local iids, flags, more = {}, {}, {}
+  local more = {}
   for i, cfg in ipairs(configs) do
     local view = bviews[i]
     if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name
@@ -166,12 +143,11 @@ local function reserve(keys, argv)
     view.held = view.held + hold
     view.changed = true
     if view.reset or view.fresh then view.next = next_threshold(view.thresholds, view.warned) end
-    iids[i], flags[i] = cfg.iid, cfg.charge
     local r = #reply
     reply[r + 1], reply[r + 2], reply[r + 3] = view.spent, view.held, cfg.cap + view.extra
     reply[r + 4], reply[r + 5], reply[r + 6] = view.p, view.e, view.extra
     local o = view.ovr
-    if cfg.overridden and o then
+    if overridden[i] and o then
       -- Counted on every use; audited on the first use in each budget period.
       local first_use = o.used_p ~= view.p
       o.uses, o.used_p = o.uses + 1, view.p
@@ -190,7 +166,7 @@ local function reserve(keys, argv)
   -- Shadow limits that would have denied it: audited, and the request goes ahead.
   local shadowed = {}
   for i, cfg in ipairs(configs) do
-    if cfg.over then
+    if over[i] then
       local view = bviews[i]
       local nb = budget_audit('budget.would_block', cfg, view, cfg.cap + view.extra)
       shadowed[#shadowed + 1] = 'b' .. LS .. nb[1]
@@ -198,14 +174,17 @@ local function reserve(keys, argv)
   end
   local rids, rcfgs, rtaken = {}, {}, {}
   for i, rc in ipairs(rconfigs) do
-    if rc.kind then
-      local nb = rate_audit('rate.would_limit', rc, rviews[i], rc.kind, rc.retry_ms)
+    if kinds[i] then
+      local nb = rate_audit('rate.would_limit', rc, rviews[i], kinds[i], retries[i])
       shadowed[#shadowed + 1] = 'r' .. LS .. nb[1]
     else
       rate_take(rviews[i], tokens)
       rids[#rids + 1], rcfgs[#rcfgs + 1], rtaken[#rtaken + 1] = rc.iid, rc.raw, rviews[i]
     end
   end
+  -- The rate instances the hold took from: all of them unless a shadow one would refuse it.
+  local took_ids, took_cfgs = inst.rids, inst.rcfgs
+  if #rtaken < #rconfigs then took_ids, took_cfgs = table.concat(rids, LS), table.concat(rcfgs, LS) end
   reply[#reply + 1] = #shadowed
   for _, label in ipairs(shadowed) do reply[#reply + 1] = label end
   store(bviews, rtaken, more)
@@ -213,8 +192,8 @@ local function reserve(keys, argv)
   local deadline = NOW_MS + lease_ms
   -- The record (lib/state.lua R_*), in one format call.
   local rec = string.format('H\31%d\31%d\31%d\31%s\31%s\31%s\31%s\31%s\31%d\31%d\31\31\31%s\31%d\31%s',
-    hold, deadline, NOW_MS, model, table.concat(iids, LS), table.concat(flags), ARGV[13], tags,
-    est_in, est_out, table.concat(rids, LS), tokens, table.concat(rcfgs, LS))
+    hold, deadline, NOW_MS, model, inst.iids, inst.flags, ARGV[13], tags, est_in, est_out, took_ids,
+    tokens, took_cfgs)
   W('HSET', K_HOLDS, rid, rec)
   W('ZADD', K_LEASES, deadline, rid)
   if existing then W('ZREM', K_DONE, rid) end -- it replaces a denial record

@@ -9,8 +9,8 @@
 --   ARGV[12] "e" when this books the estimate of a reservation left without a settle (a later
 --            real settle then books the difference once), else ""
 --   ARGV[13] how to book an id this project does not know: "" (do not: reply "unknown"), or the
---            model, and then ARGV[14] tags JSON, ARGV[15] attribution rows (\30), ARGV[16] n
---            budget instances and 7 values each as in reserve.lua
+--            model, and then ARGV[14] tags JSON, ARGV[15] attribution rows (\30), ARGV[16] the
+--            budget instances packed as in reserve.lua
 -- Reply, one of:
 --   {"badargs", what}    malformed ARGV: nothing was read or written
 --   {"clock", server s}
@@ -50,21 +50,12 @@ local function settle(keys, argv)
 
   if not raw then
     if ARGV[13] == '' then return {'unknown'} end
-    local model, tags, dims, n = ARGV[13], ARGV[14], ARGV[15], arg_int(ARGV[16])
-    if not (tags and dims and n and n >= 0) then return {'badargs', 'fallback'} end
-    local configs = {}
-    for i = 1, n do
-      local base = 16 + (i - 1) * 7
-      local cfg = {iid = ARGV[base + 1], name = ARGV[base + 2], cap = arg_int(ARGV[base + 3]),
-        thresholds = ARGV[base + 4], spec = ARGV[base + 5]}
-      if not (cfg.iid and cfg.name and cfg.cap and cfg.thresholds and spec_ok(cfg.spec)) then
-        return {'badargs', 'budget ' .. i}
-      end
-      configs[i] = cfg
-    end
-    local budgets, iids, more = {}, {}, {}
-    for i, cfg in ipairs(configs) do budgets[i], iids[i] = {cfg.iid, cfg.spec}, cfg.iid end
-    local bviews = load(budgets, {})
+    local model, tags, dims = ARGV[13], ARGV[14], ARGV[15]
+    if not (tags and dims) then return {'badargs', 'fallback'} end
+    local inst, bad = instances(ARGV[16])
+    if not inst then return {'badargs', bad} end
+    local configs, more = inst.configs, {}
+    local bviews = load(inst.budgets, {}, inst.fields)
     for i, cfg in ipairs(configs) do
       local view = bviews[i]
       if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name
@@ -76,13 +67,13 @@ local function settle(keys, argv)
       budget_post(view, 0, cost, rid, model)
     end
     store(bviews, {}, more)
-    book_usage(split(dims, LS), cost, 1, t_in, t_out, t_cr, t_cw, 0)
-    local rec = {'S', 0, NOW_MS, NOW_MS, model, table.concat(iids, LS), '', dims, tags, '', '', cost,
+    book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
+    local rec = {'S', 0, NOW_MS, NOW_MS, model, inst.iids, '', dims, tags, '', '', cost,
       NOW_MS, '', 0, ''}
     W('HSET', K_HOLDS, rid, rec_encode(rec))
     W('ZADD', K_DONE, NOW_MS, rid)
     audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),
-      'budget', table.concat(iids, ','), 'reason', 'unknown-reservation'})
+      'budget', string.gsub(inst.iids, LS, ','), 'reason', 'unknown-reservation'})
     return {'settled', cost, 0, 1, 'U', 0}
   end
 
@@ -94,7 +85,7 @@ local function settle(keys, argv)
     return {'settled', num(rec[R_COST]), hold, 0, state, 0}
   end
 
-  local dims = split(rec[R_DIMS], LS)
+  local dims = rec[R_DIMS]
   local bviews, rviews = load_record(rec)
   local rate_tokens = num(rec[R_RATE_TOKENS])
   local model = rec[R_MODEL]

@@ -81,16 +81,16 @@ local function next_threshold(thresholds, warned)
   return -1
 end
 
--- A budget instance's stored config, parsed: {cap, thresholds, label, spec or nil}. The part
--- before the label (cap, thresholds, spec) is the same for every split value of a budget and
--- rarely changes, so its parse is kept across calls (a Function library keeps its upvalues;
+-- A budget instance's stored config, parsed: cap, thresholds, label or nil, spec or nil. The
+-- part before the label (cap, thresholds, spec) is the same for every split value of a budget
+-- and rarely changes, so its parse is kept across calls (a Function library keeps its upvalues;
 -- the cache is emptied when it grows past a bound); the label is cut off each time.
 local COLD_CACHE, COLD_CACHED = {}, 0
 local function cold_config(cold)
   local a = string.find(cold, FS, 1, true)
   local b = a and string.find(cold, FS, a + 1, true)
   local c = b and string.find(cold, FS, b + 1, true)
-  if not c then return {0, '', nil, nil} end
+  if not c then return 0, '', nil, nil end
   local head = string.sub(cold, 1, c - 1)
   local parsed = COLD_CACHE[head]
   if not parsed then
@@ -101,44 +101,60 @@ local function cold_config(cold)
     COLD_CACHE[head], COLD_CACHED = parsed, COLD_CACHED + 1
   end
   local label = string.sub(cold, c + 1)
-  return {parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]}
+  return parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]
 end
 
 -- One budget instance from its stored fields, with its period brought up to the server clock
 -- in memory. spec: the period spec the caller's policy has for it, or nil to keep the stored
--- one. A view without a spec (nothing was ever reserved on it) is never written.
-local function budget_view(iid, spec, hot, cold, ovr)
-  local view = {iid = iid, spent = 0, held = 0, warned = '', next = -1, extra = 0, cap = 0,
-    thresholds = '', name = iid, reset = false, dirty = false, fresh = true, changed = false}
+-- one. A view without a spec (nothing was ever reserved on it) is never written. The view is
+-- built in one constructor of at most 16 fields (a table that grows is rehashed, and Lua's
+-- cost follows what a script allocates); reset, dirty and ovr are added only when set.
+local function budget_view(iid, spec, hot, cold, ovr, forecast_p)
   local s, h, p, e, w, nx
   if hot and #hot <= 96 then s, h, p, e, w, nx = string.match(hot, HOT) end
+  local spent, held, warned, next_at, fresh = 0, 0, '', -1, true
   if s and #s <= 16 and #h <= 16 and #p <= 12 and #e <= 12 and #nx <= 17 then
-    view.spent, view.held, view.p, view.e = tonumber(s), tonumber(h), tonumber(p), tonumber(e)
-    view.warned, view.next, view.fresh = w, tonumber(nx), false
+    spent, held, p, e = tonumber(s), tonumber(h), tonumber(p), tonumber(e)
+    warned, next_at, fresh = w, tonumber(nx), false
+  else
+    p, e = nil, nil
   end
-  if cold then
-    local c = cold_config(cold)
-    view.cap, view.thresholds, view.name, view.stored_spec = c[1], c[2], c[3] or iid, c[4]
+  local cap, thresholds, label, stored_spec = 0, '', nil, nil
+  if cold then cap, thresholds, label, stored_spec = cold_config(cold) end
+  local view = {iid = iid, spent = spent, held = held, p = p, e = e, warned = warned,
+    next = next_at, extra = 0, cap = cap, thresholds = thresholds, name = label or iid,
+    stored_spec = stored_spec, spec = spec or stored_spec, fresh = fresh, changed = false,
+    forecast_p = forecast_p}
+  if ovr then
+    local o = ovr_parse(ovr)
+    if o then
+      view.ovr = o
+      if o.until_ms > NOW_MS then view.extra = o.extra end
+    end
   end
-  view.ovr = ovr_parse(ovr)
-  if view.ovr and view.ovr.until_ms > NOW_MS then view.extra = view.ovr.extra end
-  view.spec = spec or view.stored_spec
   if not view.spec then return view end
-  local current = view.spec == view.stored_spec and view.p ~= nil
-    and NOW_S >= view.p and (view.e == 0 or NOW_S < view.e)
+  local current = view.spec == stored_spec and p ~= nil and NOW_S >= p and (e == 0 or NOW_S < e)
   if current then return view end
   local ps, pe = period_bounds(view.spec, NOW_S)
-  if view.p ~= nil and view.spec == view.stored_spec then
-    if ps < view.p then return view end -- the clock went back: never reopen a closed period
-    if ps > view.p then view.reset = true; view.spent = 0; view.warned = '' end
+  if p ~= nil and view.spec == stored_spec then
+    if ps < p then return view end -- the clock went back: never reopen a closed period
+    if ps > p then view.reset = true; view.spent = 0; view.warned = '' end
   end
   view.p, view.e, view.dirty = ps, pe, true
   return view
 end
 
--- Load budget instances ({iid, spec or nil}) and rate instances ({iid, config or nil, the
--- config a hold was reserved under or nil}) in one HMGET. Rate views are nil when gone.
-local function load(budgets, rates)
+-- The instances a request matched, packed by the client in one argument: budgets joined by
+-- \29, then \28, then rate limits joined by \29, each one's fields joined by \31 (budget: id,
+-- "budget\30split value", cap nUSD, thresholds "nUSD:fraction,...", period spec, on expiry
+-- "1" charge / "0" release, mode "e" / "s"; rate limit: id "r:...", "limit\30split value",
+-- config "rpm,tpm,max_concurrent,burst_milli", mode). Every request of one shape sends the
+-- same string, so its parse is kept across calls (bounded, like the configs); the tables are
+-- shared and never changed. Returns the parse, or nil and what is malformed.
+local INSTANCES, INSTANCES_KEPT = {}, 0
+
+-- The fields one HMGET reads for budget instances ({iid, spec or nil}) and rate instances.
+local function load_fields(budgets, rates)
   local fields = {}
   for _, b in ipairs(budgets) do
     local n = #fields
@@ -148,13 +164,65 @@ local function load(budgets, rates)
   for _, r in ipairs(rates) do
     fields[#fields + 1], fields[#fields + 2] = r[1], r[1] .. '|cfg'
   end
+  return fields
+end
+local function parse_items(part, width)
+  local items = {}
+  if part == '' then return items end
+  for i, raw in ipairs(split(part, '\29')) do
+    local f = split(raw, FS)
+    if #f ~= width then return nil, i end
+    items[i] = f
+  end
+  return items
+end
+
+local function instances(block)
+  if type(block) ~= 'string' then return nil, 'instances' end
+  local hit = INSTANCES[block]
+  if hit then return hit end
+  local cut = string.find(block, '\28', 1, true)
+  if not cut then return nil, 'instances' end
+  local bs, bad = parse_items(string.sub(block, 1, cut - 1), 7)
+  if not bs then return nil, 'budget ' .. bad end
+  local rs, rbad = parse_items(string.sub(block, cut + 1), 4)
+  if not rs then return nil, 'rate ' .. rbad end
+  local p = {configs = {}, budgets = {}, rconfigs = {}, rates = {}, iids = {}, flags = {},
+    rids = {}, rcfgs = {}}
+  for i, f in ipairs(bs) do
+    local cfg = {iid = f[1], name = f[2], cap = int(f[3]), thresholds = f[4], spec = f[5],
+      charge = f[6], shadow = f[7] == 's'}
+    if not (cfg.iid ~= '' and cfg.cap and cfg.cap >= 0 and spec_ok(cfg.spec)
+      and (cfg.charge == '0' or cfg.charge == '1') and (f[7] == 'e' or cfg.shadow)) then
+      return nil, 'budget ' .. i
+    end
+    p.configs[i], p.budgets[i], p.iids[i], p.flags[i] = cfg, {cfg.iid, cfg.spec}, cfg.iid, cfg.charge
+  end
+  for i, f in ipairs(rs) do
+    local rc = {iid = f[1], name = f[2], raw = f[3], shadow = f[4] == 's'}
+    if not (rc.iid ~= '' and rate_cfg(rc.raw) and (f[4] == 'e' or rc.shadow)) then
+      return nil, 'rate ' .. i
+    end
+    p.rconfigs[i], p.rates[i], p.rids[i], p.rcfgs[i] = rc, {rc.iid, rc.raw, nil}, rc.iid, rc.raw
+  end
+  p.iids, p.flags = table.concat(p.iids, LS), table.concat(p.flags)
+  p.rids, p.rcfgs = table.concat(p.rids, LS), table.concat(p.rcfgs, LS)
+  p.fields = load_fields(p.budgets, p.rates)
+  if INSTANCES_KEPT >= 1024 then INSTANCES, INSTANCES_KEPT = {}, 0 end
+  INSTANCES[block], INSTANCES_KEPT = p, INSTANCES_KEPT + 1
+  return p
+end
+
+-- Load budget instances ({iid, spec or nil}) and rate instances ({iid, config or nil, the
+-- config a hold was reserved under or nil}) in one HMGET. Rate views are nil when gone.
+local function load(budgets, rates, fields)
+  fields = fields or load_fields(budgets, rates)
   local bviews, rviews = {}, {}
   if #fields == 0 then return bviews, rviews end
   local v = redis.call('HMGET', K_BUDGETS, unpack(fields))
   for i, b in ipairs(budgets) do
     local j = 4 * (i - 1)
-    bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3])
-    bviews[i].forecast_p = int(v[j + 4])
+    bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3], int(v[j + 4]))
   end
   local base = 4 * #budgets
   for i, r in ipairs(rates) do
@@ -242,37 +310,47 @@ local function store(bviews, rviews, more)
   if #index > 0 then W('ZADD', K_BIDX, unpack(index)) end
 end
 
--- Attribution: one field per row ("total", "model=<m>", "tag:<k>=<v>") of the day's usage hash,
--- "usd:requests:input:output:cache read:cache write:expired holds" — read, add, write back (a
--- damaged row restarts from 0 instead of failing the script).
+-- Attribution: the day's usage hash has one field per attribution shape, named by its rows
+-- joined by \30 ("total\30model=<m>\30tag:<k>=<v>..."), holding
+-- "usd:requests:input:output:cache read:cache write:expired holds". A booking reads, adds to and
+-- writes that one small field, whatever the number of rows; a report adds each shape to every
+-- row it names, so the rows still sum exactly. (Lua's cost grows with the bytes a script
+-- allocates, so nothing larger is read.) Field "~" marks a hash whose TTL is set. A damaged
+-- field restarts from 0 (the reader counts it 0) instead of failing the script.
 local function book_usage(dims, cost, requests, t_in, t_out, t_cr, t_cw, expired)
-  if #dims == 0 then return end
-  local current = redis.call('HMGET', K_USAGE, unpack(dims))
-  local out = {}
-  for i, dim in ipairs(dims) do
-    local row = current[i]
-    if row and #row > 128 then row = nil end -- an absurd row restarts from 0
-    local a, b, c, d, e, f, g = string.match(row or '', USAGE_ROW)
-    out[#out + 1] = dim
-    out[#out + 1] = string.format('%d:%d:%d:%d:%d:%d:%d', (tonumber(a) or 0) + cost,
-      (tonumber(b) or 0) + requests, (tonumber(c) or 0) + t_in, (tonumber(d) or 0) + t_out,
-      (tonumber(e) or 0) + t_cr, (tonumber(f) or 0) + t_cw, (tonumber(g) or 0) + expired)
+  if dims == '' then return end
+  local row = redis.call('HGET', K_USAGE, dims)
+  if row and #row > 128 then row = nil end -- an absurd value restarts from 0
+  local a, b, c, d, e, f, g = string.match(row or '', USAGE_ROW)
+  W('HSET', K_USAGE, dims, string.format('%d:%d:%d:%d:%d:%d:%d', (tonumber(a) or 0) + cost,
+    (tonumber(b) or 0) + requests, (tonumber(c) or 0) + t_in, (tonumber(d) or 0) + t_out,
+    (tonumber(e) or 0) + t_cr, (tonumber(f) or 0) + t_cw, (tonumber(g) or 0) + expired))
+  if not row and redis.call('HEXISTS', K_USAGE, '~') == 0 then -- a new day's hash
+    W('HSET', K_USAGE, '~', 1)
+    W('EXPIRE', K_USAGE, USAGE_TTL_S)
   end
-  W('HSET', K_USAGE, unpack(out))
-  if not current[1] then W('EXPIRE', K_USAGE, USAGE_TTL_S) end -- a new day's hash
 end
 
 local function budget_names(rec)
   return table.concat(split(rec[R_IIDS], LS), ',')
 end
 
--- The instances a record names, loaded: budget views and rate views (false when gone).
+-- The instances a record names, loaded: budget views and rate views (false when gone). The
+-- lists and fields a record's instances need are kept per record shape, like instances().
+local RECORD_SHAPES, RECORD_SHAPES_KEPT = {}, 0
 local function load_record(rec)
-  local budgets, rates = {}, {}
-  for i, iid in ipairs(split(rec[R_IIDS], LS)) do budgets[i] = {iid, nil} end
-  local cfgs = split(rec[R_RATE_CFGS], LS)
-  for i, iid in ipairs(split(rec[R_RATES], LS)) do rates[i] = {iid, nil, cfgs[i]} end
-  return load(budgets, rates)
+  local key = rec[R_IIDS] .. FS .. rec[R_RATES] .. FS .. rec[R_RATE_CFGS]
+  local shape = RECORD_SHAPES[key]
+  if not shape then
+    local budgets, rates = {}, {}
+    for i, iid in ipairs(split(rec[R_IIDS], LS)) do budgets[i] = {iid, nil} end
+    local cfgs = split(rec[R_RATE_CFGS], LS)
+    for i, iid in ipairs(split(rec[R_RATES], LS)) do rates[i] = {iid, nil, cfgs[i]} end
+    shape = {budgets, rates, load_fields(budgets, rates)}
+    if RECORD_SHAPES_KEPT >= 1024 then RECORD_SHAPES, RECORD_SHAPES_KEPT = {}, 0 end
+    RECORD_SHAPES[key], RECORD_SHAPES_KEPT = shape, RECORD_SHAPES_KEPT + 1
+  end
+  return load(shape[1], shape[2], shape[3])
 end
 
 -- The context of one call: keys, the common ARGV head, the server clock. Every script calls it

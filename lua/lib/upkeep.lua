@@ -16,7 +16,7 @@ local function expire_hold(rid, rec)
   -- Its usage is unknown: the tokens stay charged to the buckets; only the slot is freed.
   for _, view in ipairs(rviews) do if view then rate_return(view, 0, true) end end
   store(bviews, rviews)
-  if charged then book_usage(split(rec[R_DIMS], LS), hold, 1, 0, 0, 0, 0, 1) end
+  if charged then book_usage(rec[R_DIMS], hold, 1, 0, 0, 0, 0, 1) end
   rec_finish(rid, rec, charged and 'X' or 'E', charged and hold or 0)
   audit('hold.expired', {'rid', rid, 'model', rec[R_MODEL], 'tags', rec[R_TAGS],
     'budget', budget_names(rec), 'amount_usd', usd(hold),

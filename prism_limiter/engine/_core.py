@@ -23,7 +23,7 @@ from prism_limiter.engine._records import (
 from prism_limiter.engine._replies import (
     budget_states,
 )
-from prism_limiter.engine._report import add_usage_row, build_report, usage_days, utc_day
+from prism_limiter.engine._report import add_usage_field, build_report, usage_days, utc_day
 from prism_limiter.engine._reserve_op import ReserveOps
 from prism_limiter.engine._settle_op import SettleOps
 from prism_limiter.errors import InvalidRequest
@@ -144,5 +144,5 @@ class LimiterCore(ReserveOps, SettleOps):
                 flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
             )
             for fld, value in items:
-                add_usage_row(sums, text(fld), text(value))
+                add_usage_field(sums, text(fld), text(value))
         return build_report(project, tuple(days), sums)

@@ -15,9 +15,12 @@ from urllib.parse import quote, unquote
 
 # Fields are "<part>|<suffix>"; parts are "<name>=<escaped value>" joined by "&".
 _SAFE = "-_.~:@/"
-# Inside values the scripts split: FS between the fields of a hold record, LS between list items.
+# Inside values the scripts split: FS between the fields of a hold record, LS between list items;
+# in the packed instances argument, GS between instances and RS before the rate limits.
 FS = "\x1f"
 LS = "\x1e"
+GS = "\x1d"
+RS = "\x1c"
 
 
 def escape(value: str) -> str:

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 
 from prism_limiter.engine import _validate
-from prism_limiter.engine._keys import LS, usage_dimensions
+from prism_limiter.engine._keys import LS, RS, usage_dimensions
 from prism_limiter.errors import InvalidRequest
-from prism_limiter.policy._rules import BudgetMatch, ModelEntry, ProjectRules
+from prism_limiter.policy._rules import BudgetMatch, ModelEntry, ProjectRules, pack_instances
 from prism_limiter.pricing._pricing import ModelPrice, provider_problem
 
 DEFAULT_HOLD_TTL_S = 600.0
@@ -107,7 +107,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         shape = rules.shape(entry, req.tags)
         budgets, tags, dims, instances = shape.budgets, shape.tags_json, shape.dims, shape.instances
     else:  # nothing is checked or held: only the audit entry needs the tags
-        budgets, tags, dims, instances = [], tags_json(req.tags), "", (0, 0)
+        budgets, tags, dims, instances = [], tags_json(req.tags), "", RS
     args: list[str | int] = [
         str(rules.version),
         req.reservation_id,
@@ -120,7 +120,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         req.est_tokens,
         out_tokens,
         flags,
-        *instances,
+        instances,
     ]
     return ReservePlan(out_tokens, entry, price, budgets, args, denial)
 
@@ -157,12 +157,5 @@ def settle_fallback(
     model: str, tags: dict[str, str], budgets: list[BudgetMatch]
 ) -> list[str | int]:
     """ARGV[12..] of settle.lua: how to book an id the project does not know."""
-    args: list[str | int] = [
-        model,
-        tags_json(tags),
-        LS.join(usage_dimensions(model, tags)),
-        len(budgets),
-    ]
-    for b in budgets:
-        args += b.script_args()
-    return args
+    dims = LS.join(usage_dimensions(model, tags))
+    return [model, tags_json(tags), dims, pack_instances(budgets, [])]

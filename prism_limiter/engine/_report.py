@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from prism_limiter.engine._keys import unescape
+from prism_limiter.engine._keys import LS, unescape
 from prism_limiter.engine._money import nano_to_usd
 from prism_limiter.engine._records import UNTAGGED, UsageReport, UsageRow
 from prism_limiter.errors import InvalidRequest
@@ -13,8 +13,16 @@ from prism_limiter.errors import InvalidRequest
 METRICS = ("usd", "req", "in", "out", "cr", "cw", "exp")
 
 
-def add_usage_row(sums: dict[str, dict[str, int]], dim: str, packed: str) -> None:
-    """Add one stored row to ``sums`` (a damaged row, which the scripts would restart, counts 0)."""
+# A usage-day hash (lib/state.lua book_usage) has one field per attribution shape: its rows
+# joined by LS; "~" marks the hash's TTL. Rows stored one per field (no LS) are read as well.
+TTL_MARK = "~"
+
+
+def add_usage_field(sums: dict[str, dict[str, int]], field: str, packed: str) -> None:
+    """Add one stored field of a usage-day hash to each row it names (damaged numbers, which the
+    scripts would restart from 0, count 0)."""
+    if field == TTL_MARK:
+        return
     parts = packed.split(":")
     if len(parts) != len(METRICS):
         return
@@ -22,9 +30,10 @@ def add_usage_row(sums: dict[str, dict[str, int]], dim: str, packed: str) -> Non
         values = [int(p) for p in parts]
     except ValueError:
         return
-    row = sums.setdefault(dim, {})
-    for metric, value in zip(METRICS, values, strict=True):
-        row[metric] = row.get(metric, 0) + value
+    for dim in field.split(LS):
+        row = sums.setdefault(dim, {})
+        for metric, value in zip(METRICS, values, strict=True):
+            row[metric] = row.get(metric, 0) + value
 
 
 def _row(counters: dict[str, int]) -> UsageRow:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from prism_limiter.engine import _validate
-from prism_limiter.engine._keys import LS, instance_id, usage_dimensions
+from prism_limiter.engine._keys import FS, GS, LS, RS, instance_id, usage_dimensions
 from prism_limiter.engine._money import usd_to_nano
 from prism_limiter.errors import InvalidRequest
 from prism_limiter.policy._policy import BudgetPolicy, ProjectPolicy, RateLimitPolicy
@@ -31,10 +31,12 @@ class BudgetMatch:
     def label(self) -> str:
         return f"{self.budget.id}{LS}{self.split_value or ''}"
 
-    def script_args(self) -> list[str | int]:
+    def packed(self) -> str:
+        """The instance in the scripts' packed instances argument (see :func:`pack_instances`)."""
         charge = "1" if self.budget.on_expiry == "charge" else "0"
         mode = "s" if self.budget.mode == "shadow" else "e"
-        return [self.iid, self.label, self.cap_nano, self.thresholds, self.spec, charge, mode]
+        cap = str(self.cap_nano)
+        return FS.join((self.iid, self.label, cap, self.thresholds, self.spec, charge, mode))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +47,20 @@ class RateMatch:
     split_value: str | None
     iid: str
 
-    def script_args(self) -> list[str | int]:
+    def packed(self) -> str:
         lim = self.limit
         config = (
             f"{lim.rpm or 0},{lim.tpm or 0},{lim.max_concurrent or 0},{round(lim.burst * 1000)}"
         )
         mode = "s" if lim.mode == "shadow" else "e"
-        return [self.iid, f"{lim.id}{LS}{self.split_value or ''}", config, mode]
+        return FS.join((self.iid, f"{lim.id}{LS}{self.split_value or ''}", config, mode))
+
+
+def pack_instances(budgets: list[BudgetMatch], limits: list[RateMatch]) -> str:
+    """The instances a request matched as one script argument: budgets joined by GS, then RS,
+    then rate limits joined by GS; each one's fields joined by FS. A shape sends the same string
+    on every request, so the scripts parse it once and keep the parse."""
+    return GS.join(b.packed() for b in budgets) + RS + GS.join(r.packed() for r in limits)
 
 
 def _matches(forms: tuple[str, ...], globs: tuple[str, ...]) -> bool:
@@ -95,7 +104,7 @@ class RequestShape:
     budgets: list[BudgetMatch]
     tags_json: str
     dims: str  # attribution rows, joined by LS
-    instances: tuple[str | int, ...]  # reserve.lua's ARGV from the budget count on
+    instances: str  # the packed instances argument of reserve.lua (pack_instances)
 
 
 class ProjectRules:
@@ -219,17 +228,11 @@ class ProjectRules:
                 self._shapes.clear()
             budgets = self.budgets(entry, tags)
             limits = self.rate_limits(entry, tags)
-            instances: list[str | int] = [len(budgets)]
-            for b in budgets:
-                instances += b.script_args()
-            instances.append(len(limits))
-            for lim in limits:
-                instances += lim.script_args()
             shape = self._shapes[key] = RequestShape(
                 budgets=budgets,
                 tags_json=json.dumps(tags, separators=(",", ":"), ensure_ascii=False),
                 dims=LS.join(usage_dimensions(entry.canonical, tags)),
-                instances=tuple(instances),
+                instances=pack_instances(budgets, limits),
             )
         return shape
 

@@ -43,6 +43,29 @@ def test_breakdowns_add_up(limiter: Any, rclient: Any) -> None:
     assert "org:42" in report.by_tag["feature"]
 
 
+def test_one_field_per_shape_and_rows_still_add_up(limiter: Any, rclient: Any) -> None:
+    """Each (model, tags) shape is booked in one field of the day hash; a report spreads every
+    shape over the rows it names, so each breakdown still sums to the total exactly."""
+    limiter.apply_policy(Policy.from_toml("[projects.p]\nallow_models=['*']\n"))
+    key = f"prism:{{p}}:usage:{datetime.now(UTC).strftime('%Y%m%d')}"
+    rng = random.Random(3)
+    expected: dict[str, int] = {}
+    for i in range(40):
+        tags = {"team": rng.choice(["growth", "core", "x" * 200])}
+        r = limiter.reserve("p", "gpt-4o-mini", est_tokens=100, tags=tags)
+        s = r.settle(input_tokens=rng.randint(1, 500), output_tokens=rng.randint(0, 200))
+        for row in ("total", tags["team"]):
+            expected[row] = expected.get(row, 0) + round(s.cost_usd * 1e9)
+        report = limiter.usage("p")
+        assert nano(report.total.cost_usd) == expected["total"], i
+        assert report.total.requests == i + 1
+        by_team = {team: nano(row.cost_usd) for team, row in report.by_tag["team"].items()}
+        assert by_team == {k: v for k, v in expected.items() if k != "total"}, i
+    shapes = {f for f in rclient.hkeys(key) if f != b"~"}
+    assert len(shapes) == len(expected) - 1  # one per team value
+    assert rclient.ttl(key) > 0
+
+
 def test_usage_takes_dates_and_datetimes(limiter: Any) -> None:
     """A date, an aware or a naive datetime (read as UTC) name the same UTC day."""
     limiter.apply_policy(Policy.from_toml("[projects.p]\nallow_models=['*']\n"))

@@ -55,6 +55,11 @@ def _grant(lim: Limiter, n: int, project: str = "search") -> None:
             lim.try_reserve(project, ("gpt-4o", "gpt-4.1", "o3")[i % 3], est_tokens=10)
 
 
+def _stream_order(entry: dict[str, str]) -> tuple[int, ...]:
+    """A stream id "<ms>-<seq>" as numbers: as text, "5-11" would sort before "5-3"."""
+    return tuple(int(part) for part in entry["id"].split("-"))
+
+
 def _lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
@@ -66,7 +71,7 @@ def test_tail_history_and_filters(redis_url: str, lim: Limiter) -> None:
     entries = _lines(cli("audit", "tail", "search", "--json", url=redis_url))
     assert len(entries) == 10  # the last 10 by default
     assert entries[-1]["reason"] == "r11" and entries[-1]["project"] == "search"
-    assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
+    assert entries == sorted(entries, key=_stream_order)
     entries = _lines(cli("audit", "tail", "--all", "-n", "100", "--json", url=redis_url))
     # two policy.applied, 12 grants (each of the last 11 replacing one: override.revoked), 2 denials
     assert len(entries) == 2 + 12 + 11 + 2
@@ -170,7 +175,7 @@ def test_follow_misses_nothing(redis_url: str, rclient: Any, lim: Limiter) -> No
     stored = [e for e in audit(rclient, "search") if e["event"] == "override.granted"][1:]
     assert [g["reason"] for g in got] == [s["reason"] for s in stored]
     ids = [g["id"] for g in got]
-    assert ids == sorted(ids) and len(set(ids)) == 200
+    assert got == sorted(got, key=_stream_order) and len(set(ids)) == 200
 
 
 def test_follow_all_picks_up_every_project(redis_url: str, lim: Limiter) -> None:
