@@ -4,19 +4,28 @@
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  reservation id
+--   ARGV[7]  "a" to abandon the id: its reserve's caller was cancelled while the reserve was
+--            in flight, so the reserve may have run, may run later or never will. A hold it
+--            took is released; an id this project does not know is ended here (a released
+--            record naming nothing), so that a reserve still on its way takes nothing.
 -- Reply: {"released", state before} (state before H: this call released it; S, R, X or E: the
---        hold had already ended and nothing changed), {"unknown"}, {"damaged"} (the id's
---        record is unreadable: nothing changed), {"denied", why} (its reserve was denied) or
---        {"badargs", what}.
+--        hold had already ended and nothing changed; U: an unknown id abandoned), {"unknown"},
+--        {"damaged"} (the id's record is unreadable: nothing changed), {"denied", why} (its
+--        reserve was denied) or {"badargs", what}.
 
 local function release(keys, argv)
   begin(keys, argv)
   if BAD_HEAD then return {'badargs', 'head'} end
   if not K_USAGE then return {'clock', NOW_S} end
   local rid = ARGV[6]
-  if not rid then return {'badargs', 'release'} end
+  if not rid or not (ARGV[7] == nil or ARGV[7] == 'a') then return {'badargs', 'release'} end
   local raw = redis.call('HGET', K_HOLDS, rid)
-  if not raw then return {'unknown'} end
+  if not raw then
+    if ARGV[7] ~= 'a' then return {'unknown'} end
+    W('HSET', K_HOLDS, rid, rec_encode({'R', 0, NOW_MS, NOW_MS, '', '', '', '', '', '', '', 0, NOW_MS}))
+    W('ZADD', K_DONE, NOW_MS, rid)
+    return {'released', 'U'}
+  end
   local rec = rec_decode(raw)
   if not rec then return {'damaged'} end
   if rec[R_STATE] == 'D' then return {'denied', rec[R_COST]} end

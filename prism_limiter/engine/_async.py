@@ -24,6 +24,7 @@ from prism_limiter.engine._base import (
 )
 from prism_limiter.engine._core import Held
 from prism_limiter.engine._log import logger
+from prism_limiter.engine._plan import new_reservation_id
 from prism_limiter.engine._protocol import Op, Request, Script, map_error
 from prism_limiter.engine._records import BudgetState, Override, Settlement, UsageReport
 from prism_limiter.engine._reservation import AsyncReservation, AsyncReserveCall
@@ -34,6 +35,19 @@ from prism_limiter.policy._policy_store import PolicyChange
 from prism_limiter.pricing._pricing import TokenUsage
 
 T = TypeVar("T")
+
+
+def _cancel_mark() -> tuple[asyncio.Task[Any] | None, int]:
+    task = asyncio.current_task()
+    return task, task.cancelling() if task is not None else 0
+
+
+def _swallowed(mark: tuple[asyncio.Task[Any] | None, int]) -> bool:
+    """Whether the task was cancelled during a call that returned anyway: Python 3.11's
+    ``asyncio.wait_for`` (which redis-py awaits while sending) drops a cancellation that lands
+    as its inner call completes. The call's work is done; the caller is told it was cancelled."""
+    task, before = mark
+    return task is not None and task.cancelling() > before
 
 
 class AsyncLimiter(BaseLimiter):
@@ -122,6 +136,7 @@ class AsyncLimiter(BaseLimiter):
     ) -> AsyncReserveCall:
         """Like :meth:`reserve` but a denial is returned (``r.allowed`` is False), not raised;
         awaited or entered with ``async with`` the same way."""
+        rid = new_reservation_id() if reservation_id is None else reservation_id
         op = self._core.reserve(
             project,
             model,
@@ -130,10 +145,10 @@ class AsyncLimiter(BaseLimiter):
             max_cache_write_tokens=max_cache_write_tokens,
             tags=tags,
             ttl_s=ttl_s,
-            reservation_id=reservation_id,
+            reservation_id=rid,
             provider=provider,
         )
-        return AsyncReserveCall(self._reserve(op, raise_denial=False))
+        return AsyncReserveCall(self._reserve(op, project, rid, raise_denial=False))
 
     def reserve(
         self,
@@ -154,8 +169,10 @@ class AsyncLimiter(BaseLimiter):
         ``async with limiter.reserve(...) as r:`` both take the hold and give the
         :class:`AsyncReservation`; the hold is taken when the call is awaited or entered, once.
 
-        Cancellation-safe: the script call runs shielded, and if the caller is cancelled while
-        it is in flight, whatever it held is released as soon as it answers.
+        Cancellation-safe: if the caller is cancelled while the reserve is in flight (its
+        outcome unknown), the reservation id is abandoned in the background: a hold it took is
+        released, and a reserve still on its way finds the id ended and takes nothing.
+        ``aclose()`` waits for it. The fast path runs in the caller's task (no task, no shield).
 
         Raises:
             BudgetExceeded, RateLimited, ModelNotAllowed: the request is denied (raised by the
@@ -163,6 +180,7 @@ class AsyncLimiter(BaseLimiter):
             InvalidRequest, BackendUnavailable: as ``Limiter.reserve``, at the same point.
             RuntimeError: the returned call is awaited a second time.
         """
+        rid = new_reservation_id() if reservation_id is None else reservation_id
         op = self._core.reserve(
             project,
             model,
@@ -171,30 +189,29 @@ class AsyncLimiter(BaseLimiter):
             max_cache_write_tokens=max_cache_write_tokens,
             tags=tags,
             ttl_s=ttl_s,
-            reservation_id=reservation_id,
+            reservation_id=rid,
             provider=provider,
         )
-        return AsyncReserveCall(self._reserve(op, raise_denial=True))
+        return AsyncReserveCall(self._reserve(op, project, rid, raise_denial=True))
 
-    async def _reserve(self, op: Op[Held], *, raise_denial: bool) -> AsyncReservation:
-        task = asyncio.ensure_future(self._run(op))
+    async def _reserve(
+        self, op: Op[Held], project: str, rid: str, *, raise_denial: bool
+    ) -> AsyncReservation:
+        mark = _cancel_mark()
         try:
-            held = await asyncio.shield(task)
+            held = await self._run(op)
         except asyncio.CancelledError:
-            self._track(task)
-            task.add_done_callback(self._release_orphan)
+            # Cancelled at an await of the op: its arguments were valid, and its reserve may
+            # have run, may still run or never will. Abandoning the id settles all three.
+            self._track(asyncio.ensure_future(self._run(self._core.abandon(project, rid))))
             raise
+        if _swallowed(mark):
+            if held.allowed and not held.finished:
+                self._track(asyncio.ensure_future(self._run(self._core.abandon(project, rid))))
+            raise asyncio.CancelledError
         if raise_denial and not held.allowed:
             raise_for(held.decision)
         return AsyncReservation(self, held)
-
-    def _release_orphan(self, task: asyncio.Future[Held]) -> None:
-        """A reserve whose caller was cancelled has answered: give back what it took."""
-        if task.cancelled() or task.exception() is not None:
-            return
-        held = task.result()
-        if held.allowed and not held.finished:
-            self._track(asyncio.ensure_future(self._release_held(held)))
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._background.add(future)
@@ -341,11 +358,23 @@ class AsyncLimiter(BaseLimiter):
     async def _settle_held(
         self, held: Held, usage: TokenUsage, estimate: bool = False
     ) -> Settlement:
-        # Shielded: a settle cancelled half-way would leave the caller unsure what was booked.
-        op = self._core.settle(
-            held.project, held.reservation_id, usage, held=held, estimate=estimate
-        )
-        return await self._shielded(self._run(op))
+        def op() -> Op[Settlement]:
+            return self._core.settle(
+                held.project, held.reservation_id, usage, held=held, estimate=estimate
+            )
+
+        mark = _cancel_mark()
+        try:
+            booked = await self._run(op())
+        except asyncio.CancelledError:
+            # The settle may or may not have run; settling again books it exactly once (the
+            # script is idempotent by id), so it is finished in the background. aclose()
+            # waits for it.
+            self._track(asyncio.ensure_future(self._run(op())))
+            raise
+        if _swallowed(mark):
+            raise asyncio.CancelledError  # booked; the caller still learns it was cancelled
+        return booked
 
     async def _release_held(self, held: Held) -> bool:
         return await self._run(self._core.release_held(held))

@@ -55,11 +55,16 @@ def request(
         else _validate.tokens("max_cache_write_tokens", max_cache_write_tokens),
         tags=_validate.tags(tags),
         ttl_s=None if ttl_s is None else _validate.seconds("ttl_s", ttl_s),
-        reservation_id=os.urandom(16).hex()
+        reservation_id=new_reservation_id()
         if reservation_id is None
         else _validate.reservation_id(reservation_id),
         provider=None if provider is None else _provider(provider),
     )
+
+
+def new_reservation_id() -> str:
+    """A fresh random id (128 bits, hex)."""
+    return os.urandom(16).hex()
 
 
 def _provider(value: object) -> str:

@@ -198,3 +198,11 @@ class SettleOps(CoreBase):
         if self.listener is not None:
             self._emit("released", project, rid, released, perf_counter() - t0)
         return released
+
+    def abandon(self, project: str, reservation_id: str) -> Op[None]:
+        """End an id whose reserve's caller was cancelled while the reserve was in flight: a
+        hold it took is released, and a reserve still on its way finds the id ended and takes
+        nothing (release.lua, "a"). A denied or already ended id is left as it is."""
+        yield from self._preflight()
+        reply = yield self._script("release", project, [reservation_id, "a"])
+        self._check_reply(reply)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from _helpers import audit, held_nano, rate_state, spent_nano
 
-from prism_limiter import AsyncLimiter, AsyncReservation, Policy
+from prism_limiter import AsyncLimiter, AsyncReservation, InvalidRequest, Policy
 from prism_limiter.engine._protocol import Request, Script
 
 POLICY = """
@@ -39,8 +39,9 @@ STAGES = ("never", "before", "reserve", "block", "twice", "settle", "settled")
 # The script whose sending cancels a task of that stage.
 _IN_FLIGHT = {"reserve": "reserve", "twice": "release", "settle": "settle"}
 
-# The request whose context this is: its stage and its task. The limiter's own tasks (shielded
-# reserve, settle and release) inherit the context, so the probe sees whose script it sends.
+# The request whose context this is: its stage and its task. Reserve and settle run in the
+# caller's task; the limiter's own tasks (a shielded release, the background abandon or settle
+# of a cancelled caller) inherit the context, so the probe sees whose script it sends.
 _CANCEL_AT: ContextVar[tuple[str, asyncio.Task[Any]] | None] = ContextVar("cancel", default=None)
 
 
@@ -206,3 +207,31 @@ def test_aclose_waits_for_a_settle_whose_caller_was_cancelled(redis_url: str, rc
     assert held_nano(rclient, "p", "b") == 0
     assert spent_nano(rclient, "p", "b") > 0
     assert [e["reason"] for e in audit(rclient, "p", "settle.late")] == ["after-release"]
+
+
+def test_a_reserve_that_arrives_after_its_caller_gave_up_takes_nothing(
+    redis_url: str, rclient: Any
+) -> None:
+    """A reserve cancelled in flight may still reach Redis after its id was abandoned (a
+    retried send, a slow connection): the id is ended, so it is refused and holds nothing."""
+
+    async def request(lim: AsyncLimiter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        _CANCEL_AT.set(("reserve", task))
+        await lim.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="late")
+
+    async def main() -> None:
+        lim = _Probe.from_url(redis_url)
+        await lim.apply_policy(Policy.from_toml(POLICY))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.ensure_future(request(lim))
+        await lim.aclose()  # the abandon has landed
+        async with AsyncLimiter.from_url(redis_url) as other:  # the reserve, arriving late
+            with pytest.raises(InvalidRequest, match="already ended"):
+                await other.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="late")
+
+    asyncio.run(main())
+    assert _state(rclient, "late") == b"R"
+    assert held_nano(rclient, "p", "b") == 0
+    assert rate_state(rclient, "p", "r:slots")["holds"] == 0
