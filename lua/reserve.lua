@@ -136,7 +136,7 @@ local function reserve(keys, argv)
     if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name
       or view.spec ~= view.stored_spec then
       more[#more + 1] = cfg.iid .. '|c'
-      more[#more + 1] = table.concat({I(cfg.cap), cfg.thresholds, cfg.spec, cfg.name}, FS)
+      more[#more + 1] = cfg.cold
       view.thresholds = cfg.thresholds
       view.fresh = true -- the thresholds may have changed: find the next one again
     end

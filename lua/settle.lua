@@ -61,7 +61,7 @@ local function settle(keys, argv)
       if view.cap ~= cfg.cap or view.thresholds ~= cfg.thresholds or view.name ~= cfg.name
         or view.spec ~= view.stored_spec then
         more[#more + 1] = cfg.iid .. '|c'
-        more[#more + 1] = table.concat({I(cfg.cap), cfg.thresholds, cfg.spec, cfg.name}, FS)
+        more[#more + 1] = cfg.cold
         view.cap, view.thresholds, view.name, view.fresh = cfg.cap, cfg.thresholds, cfg.name, true
       end
       budget_post(view, 0, cost, rid, model)

@@ -86,7 +86,10 @@ end
 -- and rarely changes, so its parse is kept across calls (a Function library keeps its upvalues;
 -- the cache is emptied when it grows past a bound); the label is cut off each time.
 local COLD_CACHE, COLD_CACHED = {}, 0
+local COLD_SEEN, COLD_SEEN_KEPT = {}, 0 -- whole stored strings already parsed
 local function cold_config(cold)
+  local seen = COLD_SEEN[cold]
+  if seen then return seen[1], seen[2], seen[3], seen[4] end
   local a = string.find(cold, FS, 1, true)
   local b = a and string.find(cold, FS, a + 1, true)
   local c = b and string.find(cold, FS, b + 1, true)
@@ -101,7 +104,10 @@ local function cold_config(cold)
     COLD_CACHE[head], COLD_CACHED = parsed, COLD_CACHED + 1
   end
   local label = string.sub(cold, c + 1)
-  return parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]
+  seen = {parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]}
+  if COLD_SEEN_KEPT >= 4096 then COLD_SEEN, COLD_SEEN_KEPT = {}, 0 end
+  COLD_SEEN[cold], COLD_SEEN_KEPT = seen, COLD_SEEN_KEPT + 1
+  return seen[1], seen[2], seen[3], seen[4]
 end
 
 -- One budget instance from its stored fields, with its period brought up to the server clock
@@ -109,7 +115,7 @@ end
 -- one. A view without a spec (nothing was ever reserved on it) is never written. The view is
 -- built in one constructor of at most 16 fields (a table that grows is rehashed, and Lua's
 -- cost follows what a script allocates); reset, dirty and ovr are added only when set.
-local function budget_view(iid, spec, hot, cold, ovr, forecast_p)
+local function budget_view(iid, spec, hot, cold, ovr, forecast_p, known)
   local s, h, p, e, w, nx
   if hot and #hot <= 96 then s, h, p, e, w, nx = string.match(hot, HOT) end
   local spent, held, warned, next_at, fresh = 0, 0, '', -1, true
@@ -120,7 +126,11 @@ local function budget_view(iid, spec, hot, cold, ovr, forecast_p)
     p, e = nil, nil
   end
   local cap, thresholds, label, stored_spec = 0, '', nil, nil
-  if cold then cap, thresholds, label, stored_spec = cold_config(cold) end
+  if known and cold == known.cold then -- stored as the caller's policy has it: nothing to parse
+    cap, thresholds, label, stored_spec = known.cap, known.thresholds, known.name, known.spec
+  elseif cold then
+    cap, thresholds, label, stored_spec = cold_config(cold)
+  end
   local view = {iid = iid, spent = spent, held = held, p = p, e = e, warned = warned,
     next = next_at, extra = 0, cap = cap, thresholds = thresholds, name = label or iid,
     stored_spec = stored_spec, spec = spec or stored_spec, fresh = fresh, changed = false,
@@ -196,7 +206,9 @@ local function instances(block)
       and (cfg.charge == '0' or cfg.charge == '1') and (f[7] == 'e' or cfg.shadow)) then
       return nil, 'budget ' .. i
     end
-    p.configs[i], p.budgets[i], p.iids[i], p.flags[i] = cfg, {cfg.iid, cfg.spec}, cfg.iid, cfg.charge
+    cfg.cold = table.concat({I(cfg.cap), cfg.thresholds, cfg.spec, cfg.name}, FS) -- as stored
+    p.configs[i], p.budgets[i], p.iids[i], p.flags[i] = cfg, {cfg.iid, cfg.spec, cfg}, cfg.iid,
+      cfg.charge
   end
   for i, f in ipairs(rs) do
     local rc = {iid = f[1], name = f[2], raw = f[3], shadow = f[4] == 's'}
@@ -222,7 +234,7 @@ local function load(budgets, rates, fields)
   local v = redis.call('HMGET', K_BUDGETS, unpack(fields))
   for i, b in ipairs(budgets) do
     local j = 4 * (i - 1)
-    bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3], int(v[j + 4]))
+    bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3], int(v[j + 4]), b[3])
   end
   local base = 4 * #budgets
   for i, r in ipairs(rates) do
