@@ -28,6 +28,7 @@ BENCHMARKS = (
     "throughput",
     "scale",
     "overspend",
+    "lua_profile",
 )
 
 
@@ -161,8 +162,26 @@ def render(results: dict[str, Any]) -> str:
             f"{met} of {len(g)} goals met",
             "",
             table(["also measured", "value", "ratio"], context(results["benchmarks"])),
+            *profile(results["benchmarks"]),
         ]
     )
+
+
+def profile(r: dict[str, Any]) -> list[str]:
+    """Where the server time of a reserve and a settle goes (lua_profile), stage by stage."""
+    if "lua_profile" not in r:
+        return []
+    p = r["lua_profile"]
+    rows: list[list[object]] = []
+    for script, s in p["scripts"].items():
+        for stage in s["stages"]:
+            us = stage["us"]
+            rows.append(
+                [f"{script}: {stage['stage']}", float("nan") if us is None else us - p["mark_us"]]
+            )
+        rows.append([f"{script}: all, as shipped", s["fcall_us"]])
+    head = f"server us by stage, {p['limits']} limits (lua_profile, one mark's cost removed)"
+    return ["", table([head, "us"], rows)]
 
 
 def main() -> None:
