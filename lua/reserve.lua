@@ -14,12 +14,13 @@
 --   ARGV[13] attribution rows, joined by \30
 --   ARGV[14] estimated input tokens;  ARGV[15] max output tokens
 --   ARGV[16] flags: "u" when the price is unknown and allowed at cost 0 (audited)
---   ARGV[17] the matched budget and rate-limit instances, packed (instances() in lib/state.lua):
---            per budget: instance id, "budget\30split value", cap (nUSD), thresholds
---            "nUSD:fraction,...", period spec, on expiry ("1" charge, "0" release), mode ("e"
---            enforce, "s" shadow); per rate limit: instance id ("r:..."), "limit\30split value",
---            config "rpm,tpm,max_concurrent,burst (thousandths of a minute)" (0 = no such
---            limit), mode ("e" or "s"). TPM is charged ARGV[14] + ARGV[15] tokens.
+--   ARGV[17..21] the matched budget and rate-limit instances (instances() in lib/state.lua):
+--            their configs (the same for every request of a shape), the budget instance ids,
+--            the budgets' split values, the rate-limit instance ids and split values. A budget:
+--            id, cap (nUSD), thresholds "nUSD:fraction,...", period spec, on expiry ("1"
+--            charge, "0" release), mode ("e" enforce, "s" shadow); a rate limit: id, config
+--            "rpm,tpm,max_concurrent,burst (thousandths of a minute)" (0 = no such limit),
+--            mode ("e" or "s"). TPM is charged ARGV[14] + ARGV[15] tokens.
 -- Budgets are checked before rate limits: a request a budget blocks for the period is not told
 -- to retry in a second. Shadow limits never deny: once the enforced ones allow the request,
 -- each shadow budget it would overrun is audited budget.would_block (and still holds, so its
@@ -55,7 +56,7 @@ local function reserve(keys, argv)
     and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0) then
     return {'badargs', 'reserve'}
   end
-  local inst, bad = instances(ARGV[17])
+  local inst, bad = instances(ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21])
   if not inst then return {'badargs', bad} end
   local configs, rconfigs = inst.configs, inst.rconfigs
   -- Per call (the parsed configs are shared across calls and never changed).

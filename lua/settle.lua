@@ -9,8 +9,8 @@
 --   ARGV[12] "e" when this books the estimate of a reservation left without a settle (a later
 --            real settle then books the difference once), else ""
 --   ARGV[13] how to book an id this project does not know: "" (do not: reply "unknown"), or the
---            model, and then ARGV[14] tags JSON, ARGV[15] attribution rows (\30), ARGV[16] the
---            budget instances packed as in reserve.lua
+--            model, and then ARGV[14] tags JSON, ARGV[15] attribution rows (\30), ARGV[16..20]
+--            the instances as in reserve.lua (ARGV[17..21] there; rate limits are not booked)
 -- Reply, one of:
 --   {"badargs", what}    malformed ARGV: nothing was read or written
 --   {"clock", server s}
@@ -52,7 +52,7 @@ local function settle(keys, argv)
     if ARGV[13] == '' then return {'unknown'} end
     local model, tags, dims = ARGV[13], ARGV[14], ARGV[15]
     if not (tags and dims) then return {'badargs', 'fallback'} end
-    local inst, bad = instances(ARGV[16])
+    local inst, bad = instances(ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20])
     if not inst then return {'badargs', bad} end
     local configs, more = inst.configs, {}
     local bviews = load(inst.budgets, {}, inst.fields)

@@ -86,10 +86,7 @@ end
 -- and rarely changes, so its parse is kept across calls (a Function library keeps its upvalues;
 -- the cache is emptied when it grows past a bound); the label is cut off each time.
 local COLD_CACHE, COLD_CACHED = {}, 0
-local COLD_SEEN, COLD_SEEN_KEPT = {}, 0 -- whole stored strings already parsed
 local function cold_config(cold)
-  local seen = COLD_SEEN[cold]
-  if seen then return seen[1], seen[2], seen[3], seen[4] end
   local a = string.find(cold, FS, 1, true)
   local b = a and string.find(cold, FS, a + 1, true)
   local c = b and string.find(cold, FS, b + 1, true)
@@ -104,10 +101,7 @@ local function cold_config(cold)
     COLD_CACHE[head], COLD_CACHED = parsed, COLD_CACHED + 1
   end
   local label = string.sub(cold, c + 1)
-  seen = {parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]}
-  if COLD_SEEN_KEPT >= 4096 then COLD_SEEN, COLD_SEEN_KEPT = {}, 0 end
-  COLD_SEEN[cold], COLD_SEEN_KEPT = seen, COLD_SEEN_KEPT + 1
-  return seen[1], seen[2], seen[3], seen[4]
+  return parsed[1], parsed[2], label ~= '' and label or nil, parsed[3]
 end
 
 -- One budget instance from its stored fields, with its period brought up to the server clock
@@ -154,16 +148,62 @@ local function budget_view(iid, spec, hot, cold, ovr, forecast_p, known)
   return view
 end
 
--- The instances a request matched, packed by the client in one argument: budgets joined by
--- \29, then \28, then rate limits joined by \29, each one's fields joined by \31 (budget: id,
--- "budget\30split value", cap nUSD, thresholds "nUSD:fraction,...", period spec, on expiry
--- "1" charge / "0" release, mode "e" / "s"; rate limit: id "r:...", "limit\30split value",
--- config "rpm,tpm,max_concurrent,burst_milli", mode). Every request of one shape sends the
--- same string, so its parse is kept across calls (bounded, like the configs); the tables are
--- shared and never changed. Returns the parse, or nil and what is malformed.
-local INSTANCES, INSTANCES_KEPT = {}, 0
+-- The instances a request matched, as the client sends them in five arguments: the configs,
+-- the same for every request of a (model, tags) shape whatever its split values, then the
+-- budget instance ids (joined by \30), the budgets' split values (joined by \29, "" where a
+-- budget is not split), the rate-limit instance ids and split values likewise. The configs:
+-- budgets joined by \29, then \28, then rate limits joined by \29, each one's fields joined by
+-- \31 (budget: id, cap nUSD, thresholds "nUSD:fraction,...", period spec, on expiry "1" charge
+-- / "0" release, mode "e" / "s"; rate limit: id, config "rpm,tpm,max_concurrent,burst_milli",
+-- mode). Their parse is kept across calls (bounded, like the configs; shared, never changed);
+-- what names a split value is built per call, so the kept parses do not grow with the number
+-- of customers (Lua's cost grows with its heap).
+local STATIC, STATIC_KEPT = {}, 0
+local function parse_items(part, width)
+  local items = {}
+  if part == '' then return items end
+  for i, raw in ipairs(split(part, '\29')) do
+    local f = split(raw, FS)
+    if #f ~= width then return nil, i end
+    items[i] = f
+  end
+  return items
+end
 
--- The fields one HMGET reads for budget instances ({iid, spec or nil}) and rate instances.
+local function static_configs(block)
+  local hit = STATIC[block]
+  if hit then return hit end
+  local cut = string.find(block, '\28', 1, true)
+  if not cut then return nil, 'instances' end
+  local bs, bad = parse_items(string.sub(block, 1, cut - 1), 6)
+  if not bs then return nil, 'budget ' .. bad end
+  local rs, rbad = parse_items(string.sub(block, cut + 1), 3)
+  if not rs then return nil, 'rate ' .. rbad end
+  local p = {budgets = {}, rates = {}, flags = {}, rcfgs = {}}
+  for i, f in ipairs(bs) do
+    local b = {id = f[1], cap = int(f[2]), thresholds = f[3], spec = f[4], charge = f[5],
+      shadow = f[6] == 's'}
+    if not (b.id ~= '' and b.cap and b.cap >= 0 and spec_ok(b.spec)
+      and (b.charge == '0' or b.charge == '1') and (f[6] == 'e' or b.shadow)) then
+      return nil, 'budget ' .. i
+    end
+    b.cold_head = table.concat({I(b.cap), b.thresholds, b.spec, ''}, FS) -- |c before the label
+    p.budgets[i], p.flags[i] = b, b.charge
+  end
+  for i, f in ipairs(rs) do
+    local r = {id = f[1], raw = f[2], shadow = f[3] == 's'}
+    if not (r.id ~= '' and rate_cfg(r.raw) and (f[3] == 'e' or r.shadow)) then
+      return nil, 'rate ' .. i
+    end
+    p.rates[i], p.rcfgs[i] = r, r.raw
+  end
+  p.flags, p.rcfgs = table.concat(p.flags), table.concat(p.rcfgs, LS)
+  if STATIC_KEPT >= 256 then STATIC, STATIC_KEPT = {}, 0 end
+  STATIC[block], STATIC_KEPT = p, STATIC_KEPT + 1
+  return p
+end
+
+-- The fields one HMGET reads for budget instances ({iid, ...}) and rate instances ({iid, ...}).
 local function load_fields(budgets, rates)
   local fields = {}
   for _, b in ipairs(budgets) do
@@ -176,52 +216,33 @@ local function load_fields(budgets, rates)
   end
   return fields
 end
-local function parse_items(part, width)
-  local items = {}
-  if part == '' then return items end
-  for i, raw in ipairs(split(part, '\29')) do
-    local f = split(raw, FS)
-    if #f ~= width then return nil, i end
-    items[i] = f
-  end
-  return items
-end
 
-local function instances(block)
-  if type(block) ~= 'string' then return nil, 'instances' end
-  local hit = INSTANCES[block]
-  if hit then return hit end
-  local cut = string.find(block, '\28', 1, true)
-  if not cut then return nil, 'instances' end
-  local bs, bad = parse_items(string.sub(block, 1, cut - 1), 7)
-  if not bs then return nil, 'budget ' .. bad end
-  local rs, rbad = parse_items(string.sub(block, cut + 1), 4)
-  if not rs then return nil, 'rate ' .. rbad end
-  local p = {configs = {}, budgets = {}, rconfigs = {}, rates = {}, iids = {}, flags = {},
-    rids = {}, rcfgs = {}}
-  for i, f in ipairs(bs) do
-    local cfg = {iid = f[1], name = f[2], cap = int(f[3]), thresholds = f[4], spec = f[5],
-      charge = f[6], shadow = f[7] == 's'}
-    if not (cfg.iid ~= '' and cfg.cap and cfg.cap >= 0 and spec_ok(cfg.spec)
-      and (cfg.charge == '0' or cfg.charge == '1') and (f[7] == 'e' or cfg.shadow)) then
-      return nil, 'budget ' .. i
-    end
-    cfg.cold = table.concat({I(cfg.cap), cfg.thresholds, cfg.spec, cfg.name}, FS) -- as stored
-    p.configs[i], p.budgets[i], p.iids[i], p.flags[i] = cfg, {cfg.iid, cfg.spec, cfg}, cfg.iid,
-      cfg.charge
+-- This call's instances: configs with their ids and labels ("limit\30split value"), the lists
+-- load() takes, the record's joined ids and flags. Returns nil and what is malformed.
+local function instances(static, b_ids, b_values, r_ids, r_values)
+  if not (static and b_ids and b_values and r_ids and r_values) then return nil, 'instances' end
+  local s, bad = static_configs(static)
+  if not s then return nil, bad end
+  local ids, values = split(b_ids, LS), split(b_values, '\29')
+  local rids, rvalues = split(r_ids, LS), split(r_values, '\29')
+  if #ids ~= #s.budgets or #rids ~= #s.rates then return nil, 'instance ids' end
+  local p = {configs = {}, budgets = {}, rconfigs = {}, rates = {}, iids = b_ids, rids = r_ids,
+    flags = s.flags, rcfgs = s.rcfgs}
+  for i, b in ipairs(s.budgets) do
+    local iid, name = ids[i], b.id .. LS .. (values[i] or '')
+    if iid == '' then return nil, 'budget ' .. i end
+    local cfg = {iid = iid, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
+      charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
+    p.configs[i], p.budgets[i] = cfg, {iid, b.spec, cfg}
   end
-  for i, f in ipairs(rs) do
-    local rc = {iid = f[1], name = f[2], raw = f[3], shadow = f[4] == 's'}
-    if not (rc.iid ~= '' and rate_cfg(rc.raw) and (f[4] == 'e' or rc.shadow)) then
-      return nil, 'rate ' .. i
-    end
-    p.rconfigs[i], p.rates[i], p.rids[i], p.rcfgs[i] = rc, {rc.iid, rc.raw, nil}, rc.iid, rc.raw
+  for i, r in ipairs(s.rates) do
+    local iid = rids[i]
+    if iid == '' then return nil, 'rate ' .. i end
+    p.rconfigs[i] = {iid = iid, name = r.id .. LS .. (rvalues[i] or ''), raw = r.raw,
+      shadow = r.shadow}
+    p.rates[i] = {iid, r.raw, nil}
   end
-  p.iids, p.flags = table.concat(p.iids, LS), table.concat(p.flags)
-  p.rids, p.rcfgs = table.concat(p.rids, LS), table.concat(p.rcfgs, LS)
   p.fields = load_fields(p.budgets, p.rates)
-  if INSTANCES_KEPT >= 1024 then INSTANCES, INSTANCES_KEPT = {}, 0 end
-  INSTANCES[block], INSTANCES_KEPT = p, INSTANCES_KEPT + 1
   return p
 end
 
@@ -347,22 +368,13 @@ local function budget_names(rec)
   return table.concat(split(rec[R_IIDS], LS), ',')
 end
 
--- The instances a record names, loaded: budget views and rate views (false when gone). The
--- lists and fields a record's instances need are kept per record shape, like instances().
-local RECORD_SHAPES, RECORD_SHAPES_KEPT = {}, 0
+-- The instances a record names, loaded: budget views and rate views (false when gone).
 local function load_record(rec)
-  local key = rec[R_IIDS] .. FS .. rec[R_RATES] .. FS .. rec[R_RATE_CFGS]
-  local shape = RECORD_SHAPES[key]
-  if not shape then
-    local budgets, rates = {}, {}
-    for i, iid in ipairs(split(rec[R_IIDS], LS)) do budgets[i] = {iid, nil} end
-    local cfgs = split(rec[R_RATE_CFGS], LS)
-    for i, iid in ipairs(split(rec[R_RATES], LS)) do rates[i] = {iid, nil, cfgs[i]} end
-    shape = {budgets, rates, load_fields(budgets, rates)}
-    if RECORD_SHAPES_KEPT >= 1024 then RECORD_SHAPES, RECORD_SHAPES_KEPT = {}, 0 end
-    RECORD_SHAPES[key], RECORD_SHAPES_KEPT = shape, RECORD_SHAPES_KEPT + 1
-  end
-  return load(shape[1], shape[2], shape[3])
+  local budgets, rates = {}, {}
+  for i, iid in ipairs(split(rec[R_IIDS], LS)) do budgets[i] = {iid, nil} end
+  local cfgs = split(rec[R_RATE_CFGS], LS)
+  for i, iid in ipairs(split(rec[R_RATES], LS)) do rates[i] = {iid, nil, cfgs[i]} end
+  return load(budgets, rates)
 end
 
 -- The context of one call: keys, the common ARGV head, the server clock. Every script calls it

@@ -7,12 +7,13 @@ import os
 from dataclasses import dataclass
 
 from prism_limiter.engine import _validate
-from prism_limiter.engine._keys import LS, RS, usage_dimensions
+from prism_limiter.engine._keys import LS, usage_dimensions
 from prism_limiter.errors import InvalidRequest
 from prism_limiter.policy._rules import BudgetMatch, ModelEntry, ProjectRules, pack_instances
 from prism_limiter.pricing._pricing import ModelPrice, provider_problem
 
 DEFAULT_HOLD_TTL_S = 600.0
+_NO_INSTANCES = pack_instances([], [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         shape = rules.shape(entry, req.tags)
         budgets, tags, dims, instances = shape.budgets, shape.tags_json, shape.dims, shape.instances
     else:  # nothing is checked or held: only the audit entry needs the tags
-        budgets, tags, dims, instances = [], tags_json(req.tags), "", RS
+        budgets, tags, dims, instances = [], tags_json(req.tags), "", _NO_INSTANCES
     args: list[str | int] = [
         str(rules.version),
         req.reservation_id,
@@ -125,7 +126,7 @@ def plan_reserve(rules: ProjectRules, req: Request) -> ReservePlan:
         req.est_tokens,
         out_tokens,
         flags,
-        instances,
+        *instances,
     ]
     return ReservePlan(out_tokens, entry, price, budgets, args, denial)
 
@@ -163,4 +164,4 @@ def settle_fallback(
 ) -> list[str | int]:
     """ARGV[12..] of settle.lua: how to book an id the project does not know."""
     dims = LS.join(usage_dimensions(model, tags))
-    return [model, tags_json(tags), dims, pack_instances(budgets, [])]
+    return [model, tags_json(tags), dims, *pack_instances(budgets, [])]

@@ -31,12 +31,12 @@ class BudgetMatch:
     def label(self) -> str:
         return f"{self.budget.id}{LS}{self.split_value or ''}"
 
-    def packed(self) -> str:
-        """The instance in the scripts' packed instances argument (see :func:`pack_instances`)."""
+    def config(self) -> str:
+        """The budget's part of the scripts' instance configs (see :func:`pack_instances`)."""
         charge = "1" if self.budget.on_expiry == "charge" else "0"
         mode = "s" if self.budget.mode == "shadow" else "e"
         cap = str(self.cap_nano)
-        return FS.join((self.iid, self.label, cap, self.thresholds, self.spec, charge, mode))
+        return FS.join((self.budget.id, cap, self.thresholds, self.spec, charge, mode))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +47,30 @@ class RateMatch:
     split_value: str | None
     iid: str
 
-    def packed(self) -> str:
+    def config(self) -> str:
         lim = self.limit
         config = (
             f"{lim.rpm or 0},{lim.tpm or 0},{lim.max_concurrent or 0},{round(lim.burst * 1000)}"
         )
         mode = "s" if lim.mode == "shadow" else "e"
-        return FS.join((self.iid, f"{lim.id}{LS}{self.split_value or ''}", config, mode))
+        return FS.join((lim.id, config, mode))
 
 
-def pack_instances(budgets: list[BudgetMatch], limits: list[RateMatch]) -> str:
-    """The instances a request matched as one script argument: budgets joined by GS, then RS,
-    then rate limits joined by GS; each one's fields joined by FS. A shape sends the same string
-    on every request, so the scripts parse it once and keep the parse."""
-    return GS.join(b.packed() for b in budgets) + RS + GS.join(r.packed() for r in limits)
+def pack_instances(
+    budgets: list[BudgetMatch], limits: list[RateMatch]
+) -> tuple[str, str, str, str, str]:
+    """The instances a request matched as the scripts take them (``instances()`` in
+    ``lua/lib/state.lua``): the configs (budgets joined by GS, RS, rate limits joined by GS;
+    the same string for every split value, so the scripts keep its parse), then the budget
+    instance ids (LS), their split values (GS), the rate-limit ids and split values."""
+    configs = GS.join(b.config() for b in budgets) + RS + GS.join(r.config() for r in limits)
+    return (
+        configs,
+        LS.join(b.iid for b in budgets),
+        GS.join(b.split_value or "" for b in budgets),
+        LS.join(r.iid for r in limits),
+        GS.join(r.split_value or "" for r in limits),
+    )
 
 
 def _matches(forms: tuple[str, ...], globs: tuple[str, ...]) -> bool:
@@ -104,7 +114,7 @@ class RequestShape:
     budgets: list[BudgetMatch]
     tags_json: str
     dims: str  # attribution rows, joined by LS
-    instances: str  # the packed instances argument of reserve.lua (pack_instances)
+    instances: tuple[str, ...]  # reserve.lua's instance arguments (pack_instances)
 
 
 class ProjectRules:
