@@ -67,7 +67,10 @@ local function bench_two_marks() bench_mark('') bench_mark('(one mark)') return 
 STAGES: dict[str, list[tuple[str, str | None]]] = {
     "reserve": [
         (r"^  begin\(keys, argv\)$", "begin: context, TIME, usage day"),
-        (r"^  local over, overridden, kinds, retries = ", "arguments, instances parse"),
+        (r"^    return \{'badargs', 'reserve'\}$", None),
+        (r"^  end$", "arguments"),
+        (r"^  local inst, bad = instances\(", "instances"),
+        (r"^  local over, overridden, kinds, retries = ", "per-call tables"),
         (r"^  local pv = redis.call\('HMGET', K_POLICY, 'v', 'due'\)$", "policy version"),
         (r"^  local existing = redis.call\('HGET', K_HOLDS, rid\)$", "idempotency lookup"),
         (r"^  local due = int\(pv\[2\]\) or 0$", None),

@@ -72,6 +72,35 @@ local function split(s, sep)
   end
 end
 
+-- s split by the one-character separator sep (a control character) into exactly n parts, or
+-- nil when it has another number of parts. One string.match with n captures, gathered by a
+-- table constructor: a table grown item by item is rehashed as it grows, and that costs more
+-- than the splitting. Patterns hold at most 32 captures; beyond, split() does it.
+local SPLIT_PATTERNS = {}
+local function split_n(s, sep, n)
+  if type(s) ~= 'string' then return nil end
+  if n == 0 then
+    if s == '' then return {} end
+    return nil
+  end
+  if n > 32 then
+    local out = split(s, sep)
+    if s == '' then out = {''} end
+    if #out ~= n then return nil end
+    return out
+  end
+  local key = sep .. n
+  local pattern = SPLIT_PATTERNS[key]
+  if not pattern then
+    local one = '([^' .. sep .. ']*)'
+    pattern = '^' .. one .. string.rep(sep .. one, n - 1) .. '$'
+    SPLIT_PATTERNS[key] = pattern
+  end
+  local out = {string.match(s, pattern)}
+  if out[1] == nil then return nil end
+  return out
+end
+
 -- An integer as exact text: Lua would write 1.2345677552675e+14 or -0 (which HINCRBY and a
 -- later parse refuse); '%d' writes every integer below 2^53 exactly.
 local function I(n)

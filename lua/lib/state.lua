@@ -34,8 +34,11 @@ end
 -- A stored record, or nil when it is damaged (such a record is never acted on).
 local function rec_decode(raw)
   if type(raw) ~= 'string' then return nil end
-  local rec = split(raw, FS)
-  for i = #rec + 1, R_COUNT do rec[i] = '' end
+  local rec = split_n(raw, FS, R_COUNT)
+  if not rec then -- a record of another release: fewer fields read as empty
+    rec = split(raw, FS)
+    for i = #rec + 1, R_COUNT do rec[i] = '' end
+  end
   local hold = int(rec[R_HOLD])
   if not STATES[rec[R_STATE]] or not hold or hold < 0 or not int(rec[R_DEADLINE])
     or not string.match(rec[R_CHARGE], '^[01]*$')
@@ -188,6 +191,11 @@ local function static_configs(block)
       return nil, 'budget ' .. i
     end
     b.cold_head = table.concat({I(b.cap), b.thresholds, b.spec, ''}, FS) -- |c before the label
+    -- The instance of a budget that is not split is the same on every call: built once.
+    local name = b.id .. LS
+    local cfg = {iid = b.id, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
+      charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
+    b.whole = {cfg, {b.id, b.spec, cfg}, {b.id, b.id .. '|c', b.id .. '|o', b.id .. '|f'}}
     p.budgets[i], p.flags[i] = b, b.charge
   end
   for i, f in ipairs(rs) do
@@ -195,6 +203,9 @@ local function static_configs(block)
     if not (r.id ~= '' and rate_cfg(r.raw) and (f[3] == 'e' or r.shadow)) then
       return nil, 'rate ' .. i
     end
+    local iid = 'r:' .. r.id
+    r.whole = {{iid = iid, name = r.id .. LS, raw = r.raw, shadow = r.shadow}, {iid, r.raw, nil},
+      {iid, iid .. '|cfg'}}
     p.rates[i], p.rcfgs[i] = r, r.raw
   end
   p.flags, p.rcfgs = table.concat(p.flags), table.concat(p.rcfgs, LS)
@@ -203,7 +214,7 @@ local function static_configs(block)
   return p
 end
 
--- The fields one HMGET reads for budget instances ({iid, ...}) and rate instances ({iid, ...}).
+-- The fields one HMGET reads for budget instances ({iid, spec or nil}) and rate instances.
 local function load_fields(budgets, rates)
   local fields = {}
   for _, b in ipairs(budgets) do
@@ -217,32 +228,53 @@ local function load_fields(budgets, rates)
   return fields
 end
 
+local function append(into, items)
+  local n = #into
+  for i = 1, #items do into[n + i] = items[i] end
+end
+
 -- This call's instances: configs with their ids and labels ("limit\30split value"), the lists
--- load() takes, the record's joined ids and flags. Returns nil and what is malformed.
+-- load() takes with its fields, the record's joined ids and flags. Only the instances of a
+-- split budget or rate limit are built; the others come from the kept parse. Returns nil and
+-- what is malformed.
 local function instances(static, b_ids, b_values, r_ids, r_values)
   if not (static and b_ids and b_values and r_ids and r_values) then return nil, 'instances' end
   local s, bad = static_configs(static)
   if not s then return nil, bad end
-  local ids, values = split(b_ids, LS), split(b_values, '\29')
-  local rids, rvalues = split(r_ids, LS), split(r_values, '\29')
-  if #ids ~= #s.budgets or #rids ~= #s.rates then return nil, 'instance ids' end
-  local p = {configs = {}, budgets = {}, rconfigs = {}, rates = {}, iids = b_ids, rids = r_ids,
-    flags = s.flags, rcfgs = s.rcfgs}
+  local nb, nr = #s.budgets, #s.rates
+  local ids, values = split_n(b_ids, LS, nb), split_n(b_values, '\29', nb)
+  local rids, rvalues = split_n(r_ids, LS, nr), split_n(r_values, '\29', nr)
+  if not (ids and values and rids and rvalues) then return nil, 'instance ids' end
+  local p = {configs = {}, budgets = {}, rconfigs = {}, rates = {}, fields = {}, iids = b_ids,
+    rids = r_ids, flags = s.flags, rcfgs = s.rcfgs}
   for i, b in ipairs(s.budgets) do
-    local iid, name = ids[i], b.id .. LS .. (values[i] or '')
-    if iid == '' then return nil, 'budget ' .. i end
-    local cfg = {iid = iid, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
-      charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
-    p.configs[i], p.budgets[i] = cfg, {iid, b.spec, cfg}
+    local iid, value = ids[i], values[i] or ''
+    if value == '' and iid == b.id then
+      local whole = b.whole
+      p.configs[i], p.budgets[i] = whole[1], whole[2]
+      append(p.fields, whole[3])
+    else
+      if iid == '' then return nil, 'budget ' .. i end
+      local name = b.id .. LS .. value
+      local cfg = {iid = iid, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
+        charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
+      p.configs[i], p.budgets[i] = cfg, {iid, b.spec, cfg}
+      append(p.fields, {iid, iid .. '|c', iid .. '|o', iid .. '|f'})
+    end
   end
   for i, r in ipairs(s.rates) do
-    local iid = rids[i]
-    if iid == '' then return nil, 'rate ' .. i end
-    p.rconfigs[i] = {iid = iid, name = r.id .. LS .. (rvalues[i] or ''), raw = r.raw,
-      shadow = r.shadow}
-    p.rates[i] = {iid, r.raw, nil}
+    local iid, value = rids[i], rvalues[i] or ''
+    local whole = r.whole
+    if value == '' and iid == whole[1].iid then
+      p.rconfigs[i], p.rates[i] = whole[1], whole[2]
+      append(p.fields, whole[3])
+    else
+      if iid == '' then return nil, 'rate ' .. i end
+      p.rconfigs[i] = {iid = iid, name = r.id .. LS .. value, raw = r.raw, shadow = r.shadow}
+      p.rates[i] = {iid, r.raw, nil}
+      append(p.fields, {iid, iid .. '|cfg'})
+    end
   end
-  p.fields = load_fields(p.budgets, p.rates)
   return p
 end
 
