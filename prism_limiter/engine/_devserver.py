@@ -107,7 +107,7 @@ def _free_cluster_port() -> int:
 
 @dataclass
 class DevNode:
-    """One redis-server of a dev cluster, which a test may kill -9 and start again."""
+    """One redis-server process (of a dev cluster, say) that a test may kill -9 and start again."""
 
     port: int
     argv: list[str]
@@ -281,6 +281,8 @@ def dev_cluster(
                 "",
                 "--appendonly",
                 "no",
+                "--repl-diskless-sync-delay",  # a replica's full sync starts at once
+                "0",
                 "--logfile",
                 str(node / "log"),
                 *options,
