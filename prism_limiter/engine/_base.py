@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
 from prism_limiter.engine import _validate
 from prism_limiter.engine._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
 from prism_limiter.engine._log import logger
@@ -70,6 +73,7 @@ class BaseLimiter:
                 max_projects=max_projects,
                 breaker_failures=breaker_failures,
                 breaker_cooldown_s=breaker_cooldown_s,
+                sharded=isinstance(client, RedisCluster | AsyncRedisCluster),
             )
         )
         if type(client).__module__.startswith("fakeredis"):

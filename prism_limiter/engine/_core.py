@@ -112,7 +112,7 @@ class LimiterCore(ReserveOps, SettleOps):
     def sweep(self, project: str, batch: int = 500) -> Op[int]:
         """Expire every overdue hold of ``project`` now (in batches); returns how many."""
         project = _validate.name("project", project)
-        yield from self._preflight()
+        yield from self._preflight(project)
         total = 0
         while True:
             reply = yield self._script("sweep", project, [], batch=batch)
@@ -123,7 +123,7 @@ class LimiterCore(ReserveOps, SettleOps):
 
     def status(self, project: str) -> Op[list[BudgetState]]:
         project = _validate.name("project", project)
-        yield from self._preflight()
+        yield from self._preflight(project)
         rules = yield from self.rules(project)
         modes = {b.id: b.mode for b in rules.policy.budgets} if rules.policy else {}
         reply = yield self._script("status", project, [LS.join(modes)])

@@ -85,10 +85,10 @@ class Limiter(BaseLimiter):
                 try:
                     reply = self._io(request)
                 except PrismLimiterError as exc:  # the core decides what a failure means
-                    self._core.observe(exc)
+                    self._core.observe(exc, request)
                     request = op.throw(exc)
                 else:
-                    self._core.observe(None)
+                    self._core.observe(None, request)
                     request = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
