@@ -68,6 +68,8 @@ class AsyncLimiter(BaseLimiter):
 
     async def _io(self, request: Request) -> Any:
         try:
+            if self._durable and request.writes:
+                return await self._scripts.durable(request)
             if isinstance(request, Script):
                 return await self._scripts(request.name, request.keys, request.args)
             return await self._client.execute_command(*request.args)

@@ -126,7 +126,9 @@ class LimiterCore(ReserveOps, SettleOps):
         yield from self._preflight(project)
         rules = yield from self.rules(project)
         modes = {b.id: b.mode for b in rules.policy.budgets} if rules.policy else {}
-        reply = yield self._script("status", project, [LS.join(modes)])
+        # Status writes only housekeeping (overdue holds swept), which the next call redoes if
+        # a failover lost it: it is not a write durable_replicas waits for.
+        reply = yield self._script("status", project, [LS.join(modes)], writes=False)
         self._check_reply(reply)
         return budget_states(reply, modes)
 

@@ -135,14 +135,20 @@ class CoreBase:
         )
 
     def _script(
-        self, name: str, project: str, args: list[str | int], batch: int | None = None
+        self,
+        name: str,
+        project: str,
+        args: list[str | int],
+        batch: int | None = None,
+        *,
+        writes: bool = True,
     ) -> Script:
         head = self._heads.get(project) if batch is None else None
         if head is None:
             head = self._head(project, batch)
             if batch is None:
                 self._heads[project] = head
-        return Script(name, self.keys(project).script_keys(), [*head, *args])
+        return Script(name, self.keys(project).script_keys(), [*head, *args], writes)
 
     @staticmethod
     def _check_reply(reply: list[Any]) -> str:

@@ -72,6 +72,8 @@ class Limiter(BaseLimiter):
 
     def _io(self, request: Request) -> Any:
         try:
+            if self._durable and request.writes:
+                return self._scripts.durable(request)
             if isinstance(request, Script):
                 return self._scripts(request.name, request.keys, request.args)
             return self._client.execute_command(*request.args)

@@ -112,7 +112,7 @@ def listed(core: LimiterCore, project: str) -> Op[list[Override]]:
     """Every override of ``project``: in force, and ended within the audit retention."""
     _validate.name("project", project)
     yield from core._preflight(project)
-    reply = yield core._script("override", project, ["list"])
+    reply = yield core._script("override", project, ["list"], writes=False)
     core._check_reply(reply)
     now_ms = as_int(reply[1])
     out = []

@@ -23,11 +23,13 @@ class Script:
     name: str
     keys: list[str]
     args: list[str | int]
+    writes: bool = True  # may change state (``durable_replicas`` waits for its replication)
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     args: tuple[str | int, ...]
+    writes: bool = False
 
 
 Request = Script | Command
