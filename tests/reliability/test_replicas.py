@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from _facades import AsyncAsSync
 from _load import Load
 
-from prism_limiter import AsyncLimiter, BudgetExceeded, Limiter, Policy, RateLimited
+from prism_limiter import (
+    AsyncLimiter,
+    BudgetExceeded,
+    Limiter,
+    NotReplicated,
+    Policy,
+    RateLimited,
+)
 from prism_limiter.engine._devserver import DevCluster, DevNode, dev_cluster, redis_server_binary
 
 POLICY = Policy.from_toml(
@@ -139,3 +147,102 @@ def test_a_primary_killed_mid_run(cluster: DevCluster) -> None:
     assert cluster.primary_for(f"{{{victim}}}") != doomed
     lim.close()
     rejoin(cluster, doomed)
+
+
+def same_shard(cluster: DevCluster, count: int) -> list[str]:
+    """``count`` project names whose slots one primary serves."""
+    first = cluster.primary_for("{durable0}").port
+    names = [
+        f"durable{i}" for i in range(500) if cluster.primary_for(f"{{durable{i}}}").port == first
+    ]
+    assert len(names) >= count
+    return names[:count]
+
+
+def states(port: int, project: str, ids: list[str]) -> list[str]:
+    """The state letter of each id's hold record on the node at ``port`` ("" if absent);
+    a replica is read directly (READONLY)."""
+    client: Any = redis.Redis(port=port, socket_timeout=5, single_connection_client=True)
+    try:
+        client.execute_command("READONLY")
+        raw = client.hmget(f"prism:{{{project}}}:holds", ids) if ids else []
+    finally:
+        client.close()
+    return [r.decode()[:1] if r else "" for r in raw]
+
+
+def test_durable_settles_are_on_the_replica_when_acknowledged(cluster: DevCluster) -> None:
+    """With durable_replicas=1 every write waits for the slot's replica: a settle that
+    returned is already in the replica's memory, on both faces."""
+    flush(cluster)
+    [project] = same_shard(cluster, 1)
+    primary = cluster.primary_for(f"{{{project}}}").port
+    [replica] = cluster.shards()[primary]
+    with Limiter.from_url(cluster.url, durable_replicas=1) as lim:
+        lim.apply_policy(POLICY)
+        ids = []
+        for i in range(20):
+            r = lim.reserve(project, "gpt-4o", est_tokens=100, reservation_id=f"s{i}")
+            r.settle(input_tokens=100, output_tokens=10)
+            assert states(replica, project, [r.id]) == ["S"]
+            ids.append(r.id)
+
+    async def on_async() -> None:
+        async with AsyncLimiter.from_url(cluster.url, durable_replicas=1) as alim:
+            for i in range(20):
+                r = await alim.reserve(project, "gpt-4o", est_tokens=100, reservation_id=f"a{i}")
+                await r.settle(input_tokens=100, output_tokens=10)
+                assert states(replica, project, [r.id]) == ["S"]
+            with pytest.raises(NotReplicated) as exc:  # the shard has one replica, not two
+                async with AsyncLimiter.from_url(
+                    cluster.url, durable_replicas=2, durable_timeout_s=0.05
+                ) as two:
+                    await two.settle(project, "a0", input_tokens=100, output_tokens=10)
+            assert (exc.value.acknowledged, exc.value.wanted) == (1, 2)
+
+    asyncio.run(on_async())
+
+
+def test_durable_writes_survive_a_failover(cluster: DevCluster) -> None:
+    """SIGKILL the primary under two loads on its shard, one with durable_replicas=1 and one
+    without. Every settle acknowledged with it is on the promoted replica; while the shard has
+    no replica its writes raise NotReplicated (a BackendUnavailable), and once the old primary
+    rejoins as a replica they succeed again. How many acknowledged settles the other load
+    lost is measured, not asserted (asynchronous replication may lose the last ones)."""
+    flush(cluster)
+    careful, quick = same_shard(cluster, 2)
+    doomed = cluster.primary_for(f"{{{careful}}}")
+    durable = Limiter.from_url(
+        cluster.url, socket_timeout=1, breaker_cooldown_s=0.5, durable_replicas=1
+    )
+    plain = Limiter.from_url(cluster.url, socket_timeout=1, breaker_cooldown_s=0.5)
+    durable.apply_policy(POLICY)
+    with Load(durable, careful, "d") as d, Load(plain, quick, "n") as n:
+        assert d.wait(acknowledged=20) and n.wait(acknowledged=20)
+        doomed.kill()
+        assert d.wait(failures=1) and n.wait(failures=1)
+        cluster.wait_healthy()  # the replica was promoted: the shard has no replica now
+        promoted = cluster.primary_for(f"{{{careful}}}")
+        assert promoted != doomed and cluster.shards()[promoted.port] == []
+        acked_plain = len(n.acknowledged)
+        assert n.wait(acknowledged=acked_plain + 5), "the plain load did not recover"
+        not_replicated = d.failures
+        assert d.wait(failures=not_replicated + 3), "durable writes went on without a replica"
+        rejoin(cluster, doomed)
+        resumed = len(d.acknowledged)
+        assert d.wait(acknowledged=resumed + 5), "durable writes did not resume"
+    assert d.unexpected == [] and n.unexpected == []
+    durable_states = states(promoted.port, careful, d.acknowledged)
+    assert durable_states.count("S") == len(d.acknowledged), "an acknowledged settle was lost"
+    before = n.acknowledged[:acked_plain]
+    plain_states = states(promoted.port, quick, before)
+    lost = len(before) - plain_states.count("S")
+    print(
+        f"\ndurable_replicas=1: {len(d.acknowledged)} settles acknowledged, 0 lost,"
+        f" {d.failures} calls refused; without: {lost} of {len(before)} acknowledged before"
+        " the failover lost"
+    )
+    [state] = durable.status(careful)
+    assert state.spent_usd > 0
+    durable.close()
+    plain.close()

@@ -95,6 +95,25 @@ def test_a_bad_sentinel_url_is_refused_before_any_io(
             cls.from_url(url)
 
 
+def test_durable_replicas_through_sentinel(group: SentinelGroup) -> None:
+    """durable_replicas=1: an acknowledged settle is on the replica when the call returns,
+    also right after the primary lost its Function library (reloaded, sent again)."""
+    replica: Any = redis.Redis(port=group.replica.port)
+    primary = redis.Redis(port=group.primary.port)
+    try:
+        with Limiter.from_url(group.url, durable_replicas=1) as lim:
+            for i in range(10):
+                if i == 5:
+                    primary.function_flush()
+                r = lim.reserve("p", "gpt-4o", est_tokens=100, reservation_id=f"dur-{i}")
+                r.settle(input_tokens=100, output_tokens=10)
+                record = replica.hget("prism:{p}:holds", r.id)
+                assert record is not None and record.startswith(b"S")
+    finally:
+        replica.close()
+        primary.close()
+
+
 def test_the_limiter_follows_a_failover(group: SentinelGroup) -> None:
     """SIGKILL the primary under load: calls fail only with BackendUnavailable until the
     Sentinel has promoted the replica, then the same limiter works again (no restart) and the
