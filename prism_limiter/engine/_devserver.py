@@ -147,6 +147,36 @@ class DevNode:
                 self.proc.wait()
 
 
+def dev_node(
+    directory: Path, *extra: str, port: int | None = None, sentinel_conf: Path | None = None
+) -> DevNode:
+    """A redis-server (not started) on a free port, without persistence, whose replicas' full
+    syncs start at once; or, with ``sentinel_conf``, a Sentinel (``--sentinel``, which takes a
+    config file it may rewrite and no persistence options). ``directory`` is created."""
+    binary = redis_server_binary()
+    if binary is None:
+        raise RuntimeError("redis-server (>= 6.2) is not on PATH")
+    directory.mkdir(parents=True)
+    port = free_port() if port is None else port
+    head = [binary, str(sentinel_conf), "--sentinel"] if sentinel_conf else [binary]
+    data = [] if sentinel_conf else ["--save", "", "--appendonly", "no"]
+    data += [] if sentinel_conf else ["--repl-diskless-sync-delay", "0"]
+    argv = [
+        *head,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        *data,
+        "--logfile",
+        str(directory / "log"),
+        *extra,
+    ]
+    return DevNode(port, argv, directory)
+
+
 @dataclass
 class DevCluster:
     """A running dev cluster: its ``redis+cluster://`` URL and its nodes."""
@@ -251,9 +281,8 @@ def dev_cluster(
     ``node_timeout_ms`` sets ``cluster-node-timeout`` (how long a silent primary takes to be
     failed over); ``extra`` are more ``redis-server`` options for every node.
     """
-    binary = redis_server_binary()
     cli = shutil.which("redis-cli")
-    if binary is None or cli is None:
+    if redis_server_binary() is None or cli is None:
         raise RuntimeError("redis-server and redis-cli (>= 6.2) are needed on PATH")
     tmp = Path(tempfile.mkdtemp(prefix="prism-cluster-"))
     cluster = DevCluster("")
@@ -263,32 +292,10 @@ def dev_cluster(
     try:
         for _ in range(masters * (1 + replicas)):
             port = _free_cluster_port()
-            node = tmp / str(port)
-            node.mkdir()
-            argv = [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(node),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--repl-diskless-sync-delay",  # a replica's full sync starts at once
-                "0",
-                "--logfile",
-                str(node / "log"),
-                *options,
-            ]
-            cluster.nodes.append(DevNode(port, argv, node))
-            cluster.nodes[-1].start()
+            cluster_options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            node = dev_node(tmp / str(port), *cluster_options, *options, port=port)
+            cluster.nodes.append(node)
+            node.start()
         create = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in cluster.nodes)]
         if replicas:
             create += ["--cluster-replicas", str(replicas)]

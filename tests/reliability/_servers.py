@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from prism_limiter.engine._devserver import DevNode, free_port, redis_server_binary
+from prism_limiter.engine._devserver import DevNode, dev_node, free_port, redis_server_binary
 
 
 class DurableServer:
@@ -128,32 +128,6 @@ class SentinelGroup:
             client.close()
 
 
-def _node(directory: Path, port: int, *extra: str, sentinel_conf: Path | None = None) -> DevNode:
-    """A redis-server without persistence, or a Sentinel (which takes a config file it may
-    rewrite, and no persistence options)."""
-    binary = redis_server_binary()
-    assert binary is not None, "redis-server is not on PATH"
-    directory.mkdir()
-    head = [binary, str(sentinel_conf), "--sentinel"] if sentinel_conf else [binary]
-    # No persistence; a replica's full sync starts at once (not after the default 5 s).
-    no_persistence = [] if sentinel_conf else ["--save", "", "--appendonly", "no"]
-    no_persistence += [] if sentinel_conf else ["--repl-diskless-sync-delay", "0"]
-    argv = [
-        *head,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(directory),
-        *no_persistence,
-        "--logfile",
-        str(directory / "log"),
-        *extra,
-    ]
-    return DevNode(port, argv, directory)
-
-
 @contextmanager
 def sentinel_group(
     service: str = "prism", *, down_after_ms: int = 1000, failover_timeout_ms: int = 3000
@@ -161,7 +135,7 @@ def sentinel_group(
     """Start a primary, a replica of it and a Sentinel (``redis-server --sentinel``) that
     fails the primary over ``down_after_ms`` after it stops answering; stop them afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="prism-sentinel-"))
-    primary_port, replica_port, sentinel_port = free_port(), free_port(), free_port()
+    primary_port, sentinel_port = free_port(), free_port()
     conf = tmp / "sentinel.conf"
     conf.write_text(
         f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
@@ -170,9 +144,9 @@ def sentinel_group(
     )
     group = SentinelGroup(
         service,
-        _node(tmp / "primary", primary_port),
-        _node(tmp / "replica", replica_port, "--replicaof", "127.0.0.1", str(primary_port)),
-        _node(tmp / "sentinel", sentinel_port, sentinel_conf=conf),
+        dev_node(tmp / "primary", port=primary_port),
+        dev_node(tmp / "replica", "--replicaof", "127.0.0.1", str(primary_port)),
+        dev_node(tmp / "sentinel", port=sentinel_port, sentinel_conf=conf),
     )
     try:
         group.primary.start()
