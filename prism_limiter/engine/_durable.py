@@ -125,10 +125,9 @@ def write(request: Request, code: Code, durability: Durability) -> Generator[Ste
             script = isinstance(reply, rexc.NoScriptError) and isinstance(request, Script)
             yield Reload(request.name if script and isinstance(request, Script) else None)
             continue
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(acked, Exception):
-            raise acked
+        for outcome in results:  # the write's error first, then the barrier's (a missing
+            if isinstance(outcome, Exception):  # +set permission, say), then WAIT's
+                raise outcome
         if int(acked) < durability.replicas:
             raise NotReplicated(
                 f"only {int(acked)} of {durability.replicas} replicas acknowledged the write"

@@ -12,6 +12,7 @@ import redis
 from _helpers import spent_nano
 from _load import USAGE, Load
 from _servers import SentinelGroup, sentinel_group
+from test_server_faults import ACL_RULES
 
 from prism_limiter import (
     AsyncLimiter,
@@ -19,6 +20,7 @@ from prism_limiter import (
     InvalidRequest,
     Limiter,
     Policy,
+    PrismLimiterError,
 )
 from prism_limiter.engine._devserver import redis_server_binary
 
@@ -112,6 +114,23 @@ def test_durable_replicas_through_sentinel(group: SentinelGroup) -> None:
     finally:
         replica.close()
         primary.close()
+
+
+def test_durable_replicas_with_least_privilege(group: SentinelGroup) -> None:
+    """The README's ACL rules plus +wait and +set are enough for durable writes; without
+    +set the barrier is refused and the call says which permission is missing."""
+    admin: Any = redis.Redis(port=group.primary.port)
+    url = f"redis://prism:s3cret@127.0.0.1:{group.primary.port}/0"
+    try:
+        admin.execute_command("ACL", "SETUSER", "prism", *ACL_RULES.split(), "+wait", "+set")
+        with Limiter.from_url(url, durable_replicas=1) as lim:
+            lim.reserve("p", "gpt-4o", est_tokens=10).settle(input_tokens=10, output_tokens=1)
+            admin.execute_command("ACL", "SETUSER", "prism", "-set")
+            with pytest.raises(PrismLimiterError, match="lacks a permission"):
+                lim.reserve("p", "gpt-4o", est_tokens=10)
+    finally:
+        admin.execute_command("ACL", "DELUSER", "prism")
+        admin.close()
 
 
 def test_the_limiter_follows_a_failover(group: SentinelGroup) -> None:

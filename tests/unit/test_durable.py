@@ -93,6 +93,9 @@ def test_on_a_cluster_a_moved_slot_or_a_dead_node_remaps_then_retries() -> None:
 def test_other_errors_are_raised_as_they_are() -> None:
     with pytest.raises(rexc.ResponseError, match="OOM"):
         drive(write(SCRIPT, Code(), ONE), [[rexc.ResponseError("OOM"), True, 1]])
+    refused = rexc.NoPermissionError("no permissions to run the 'set' command")
+    with pytest.raises(rexc.NoPermissionError):  # a barrier refused: say so, never skip it
+        drive(write(SCRIPT, Code(), ONE), [[["settled"], refused, 1]])
 
 
 def test_a_plain_write_command_is_waited_for_too() -> None:
