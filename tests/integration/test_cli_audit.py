@@ -55,6 +55,13 @@ def _grant(lim: Limiter, n: int, project: str = "search") -> None:
             lim.try_reserve(project, ("gpt-4o", "gpt-4.1", "o3")[i % 3], est_tokens=10)
 
 
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    """A stream id's order: milliseconds, then the sequence within them (as numbers: ``-10``
+    comes after ``-9``, which a string sort gets wrong when a millisecond holds ten entries)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
 def _lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
@@ -66,7 +73,8 @@ def test_tail_history_and_filters(redis_url: str, lim: Limiter) -> None:
     entries = _lines(cli("audit", "tail", "search", "--json", url=redis_url))
     assert len(entries) == 10  # the last 10 by default
     assert entries[-1]["reason"] == "r11" and entries[-1]["project"] == "search"
-    assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
+    ids = [e["id"] for e in entries]
+    assert ids == sorted(ids, key=_stream_order)
     entries = _lines(cli("audit", "tail", "--all", "-n", "100", "--json", url=redis_url))
     # two policy.applied, 12 grants (each of the last 11 replacing one: override.revoked), 2 denials
     assert len(entries) == 2 + 12 + 11 + 2
@@ -170,7 +178,7 @@ def test_follow_misses_nothing(redis_url: str, rclient: Any, lim: Limiter) -> No
     stored = [e for e in audit(rclient, "search") if e["event"] == "override.granted"][1:]
     assert [g["reason"] for g in got] == [s["reason"] for s in stored]
     ids = [g["id"] for g in got]
-    assert ids == sorted(ids) and len(set(ids)) == 200
+    assert ids == sorted(ids, key=_stream_order) and len(set(ids)) == 200
 
 
 def test_follow_all_picks_up_every_project(redis_url: str, lim: Limiter) -> None:
