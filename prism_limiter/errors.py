@@ -10,6 +10,7 @@
     ├── InvalidRequest (also ValueError)   bad arguments; unknown price under "deny"
     ├── PolicyError    (also ValueError)   a policy that cannot be applied
     └── BackendUnavailable                 Redis unreachable and failure mode is closed
+        └── NotReplicated                  durable_replicas: fewer replicas acknowledged
 
 A denial is an expected outcome: ``reserve()`` raises a ``LimitExceeded`` subclass because a
 ``with`` block needs it, and ``try_reserve()`` returns the same decision without raising.
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidRequest",
     "LimitExceeded",
     "ModelNotAllowed",
+    "NotReplicated",
     "PolicyError",
     "PrismLimiterError",
     "RateLimited",
@@ -76,3 +78,18 @@ class BackendUnavailable(PrismLimiterError):
     When raised by a write, the outcome is unknown: the operation may have run. Every operation
     is idempotent by reservation id, so retrying it with the same id is safe.
     """
+
+
+class NotReplicated(BackendUnavailable):
+    """With ``durable_replicas=N``: the write ran on the primary, but fewer than N replicas
+    acknowledged it within ``durable_timeout_s``, so a failover now could lose it.
+
+    The outcome is unknown, as for any ``BackendUnavailable``: retry with the same id (every
+    write is idempotent by reservation id); the retry returns once N replicas hold the state.
+    ``acknowledged`` and ``wanted`` are the replica counts.
+    """
+
+    def __init__(self, message: str, *, acknowledged: int, wanted: int) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+        self.wanted = wanted

@@ -49,7 +49,7 @@ def verify(core: LimiterCore, project: str, checkpoint: object) -> Op[AuditVerif
     """Walk the stream after ``checkpoint`` (from the start without one) and check every link."""
     project = _validate.name("project", project)
     start = checkpoint_of(checkpoint)
-    yield from core._preflight()
+    yield from core._preflight(project)
     keys = core.keys(project)
     seq, chain = yield Command(("HMGET", keys.audit_head, "seq", "chain"))
     verifier = ChainVerifier(project, start, (seq, chain))
@@ -122,4 +122,4 @@ def _as_dict(fields: Any) -> dict[Any, Any]:
 def check_project(core: LimiterCore, project: str) -> Op[None]:
     """Validate before the first read (and fail fast while the circuit is open)."""
     _validate.name("project", project)
-    yield from core._preflight()
+    yield from core._preflight(project)

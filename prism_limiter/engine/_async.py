@@ -82,6 +82,8 @@ class AsyncLimiter(BaseLimiter):
 
     async def _io(self, request: Request) -> Any:
         try:
+            if self._durable and request.writes:
+                return await self._scripts.durable(request)
             if isinstance(request, Script):
                 return await self._scripts(request.name, request.keys, request.args)
             return await self._client.execute_command(*request.args)
@@ -95,10 +97,10 @@ class AsyncLimiter(BaseLimiter):
                 try:
                     reply = await self._io(request)
                 except PrismLimiterError as exc:  # the core decides what a failure means
-                    self._core.observe(exc)
+                    self._core.observe(exc, request)
                     request = op.throw(exc)
                 else:
-                    self._core.observe(None)
+                    self._core.observe(None, request)
                     request = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]

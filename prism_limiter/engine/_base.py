@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
 from prism_limiter.engine import _validate
 from prism_limiter.engine._core import EvictingRedis, FailureMode, Held, LimiterCore, Settings
+from prism_limiter.engine._durable import Durability
 from prism_limiter.engine._log import logger
 from prism_limiter.engine._records import Decision
 from prism_limiter.errors import (
@@ -21,6 +25,8 @@ from prism_limiter.pricing._pricing import TokenUsage
 DEFAULT_SOCKET_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 2
 DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_DURABLE_TIMEOUT_S = 0.5
+MAX_DURABLE_REPLICAS = 100
 
 
 class BaseLimiter:
@@ -41,6 +47,8 @@ class BaseLimiter:
         max_projects: int = 10_000,
         breaker_failures: int = 3,
         breaker_cooldown_s: float = 5.0,
+        durable_replicas: int = 0,
+        durable_timeout_s: float = DEFAULT_DURABLE_TIMEOUT_S,
     ) -> None:
         if failure_mode not in ("closed", "open"):
             raise InvalidRequest(f"failure_mode must be 'closed' or 'open', got {failure_mode!r}")
@@ -56,9 +64,11 @@ class BaseLimiter:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequest(f"{label} must be a positive int, got {value!r}")
         _validate.seconds("breaker_cooldown_s", breaker_cooldown_s, maximum=3600)
+        durability = _durability(client, durable_replicas, durable_timeout_s)
         self._client = client
         _warn_without_timeout(client)
-        self._scripts = self._script_runner(client)
+        self._scripts = self._script_runner(client, durability)
+        self._durable = durability is not None  # the drivers send writes by _scripts.durable
         self._core = LimiterCore(
             Settings(
                 namespace=namespace,
@@ -70,6 +80,7 @@ class BaseLimiter:
                 max_projects=max_projects,
                 breaker_failures=breaker_failures,
                 breaker_cooldown_s=breaker_cooldown_s,
+                sharded=isinstance(client, RedisCluster | AsyncRedisCluster),
             )
         )
         if type(client).__module__.startswith("fakeredis"):
@@ -87,6 +98,46 @@ class BaseLimiter:
     def audit_key(self, project: str) -> str:
         """The audit stream of ``project`` (``XREAD BLOCK 0 STREAMS <key> $`` tails it)."""
         return self._core.keys(project).audit
+
+
+def _durability(client: Any, replicas: object, timeout_s: object) -> Durability | None:
+    """What ``durable_replicas`` / ``durable_timeout_s`` ask for, checked; None for 0."""
+    if (
+        isinstance(replicas, bool)
+        or not isinstance(replicas, int)
+        or not 0 <= replicas <= MAX_DURABLE_REPLICAS
+    ):
+        raise InvalidRequest(
+            f"durable_replicas must be an int from 0 to {MAX_DURABLE_REPLICAS}, got {replicas!r}"
+        )
+    timeout = _validate.seconds("durable_timeout_s", timeout_s, maximum=60)
+    if replicas == 0:
+        return None
+    if type(client).__module__.startswith("fakeredis"):
+        raise InvalidRequest("the embedded memory:// server has no replicas: durable_replicas=0")
+    socket_timeout = _socket_timeout(client)
+    if socket_timeout is not None and timeout >= socket_timeout:
+        raise InvalidRequest(
+            f"durable_timeout_s ({timeout:g}) must be below the client's socket timeout"
+            f" ({socket_timeout:g} s), or the socket gives up before WAIT answers"
+        )
+    retry: Any = getattr(client, "retry", None)  # a cluster's own retry (its nodes have none)
+    return Durability(
+        replicas=replicas,
+        timeout_ms=max(1, round(timeout * 1000)),
+        sharded=isinstance(client, RedisCluster | AsyncRedisCluster),
+        retries=retry.get_retries() if hasattr(retry, "get_retries") else DEFAULT_RETRIES,
+    )
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """The client's socket timeout in seconds, when it can be read (None: unknown or none)."""
+    if isinstance(client, RedisCluster | AsyncRedisCluster):
+        kwargs = client.get_connection_kwargs()
+    else:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    value = kwargs.get("socket_timeout") if isinstance(kwargs, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _warn_without_timeout(client: Any) -> None:

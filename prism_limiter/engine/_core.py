@@ -112,7 +112,7 @@ class LimiterCore(ReserveOps, SettleOps):
     def sweep(self, project: str, batch: int = 500) -> Op[int]:
         """Expire every overdue hold of ``project`` now (in batches); returns how many."""
         project = _validate.name("project", project)
-        yield from self._preflight()
+        yield from self._preflight(project)
         total = 0
         while True:
             reply = yield self._script("sweep", project, [], batch=batch)
@@ -123,10 +123,12 @@ class LimiterCore(ReserveOps, SettleOps):
 
     def status(self, project: str) -> Op[list[BudgetState]]:
         project = _validate.name("project", project)
-        yield from self._preflight()
+        yield from self._preflight(project)
         rules = yield from self.rules(project)
         modes = {b.id: b.mode for b in rules.policy.budgets} if rules.policy else {}
-        reply = yield self._script("status", project, [LS.join(modes)])
+        # Status writes only housekeeping (overdue holds swept), which the next call redoes if
+        # a failover lost it: it is not a write durable_replicas waits for.
+        reply = yield self._script("status", project, [LS.join(modes)], writes=False)
         self._check_reply(reply)
         return budget_states(reply, modes)
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+from redis.crc import key_slot
 
 from prism_limiter.engine import _validate
 from prism_limiter.engine._breaker import Breaker
 from prism_limiter.engine._keys import ProjectKeys
 from prism_limiter.engine._listener import Listener
 from prism_limiter.engine._log import logger
-from prism_limiter.engine._protocol import Command, Op, Script, as_int, text
+from prism_limiter.engine._protocol import Command, Op, Request, Script, as_int, first_key, text
 from prism_limiter.engine._records import (
     Decision,
 )
@@ -40,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     usage_retention_days: int = 400
     record_retention_s: int = 7 * 86400
     sweep_batch: int = 32
+    sharded: bool = False  # a Redis Cluster: the circuit breaker is kept per hash slot
 
 
 @dataclass(slots=True)
@@ -133,14 +135,20 @@ class CoreBase:
         )
 
     def _script(
-        self, name: str, project: str, args: list[str | int], batch: int | None = None
+        self,
+        name: str,
+        project: str,
+        args: list[str | int],
+        batch: int | None = None,
+        *,
+        writes: bool = True,
     ) -> Script:
         head = self._heads.get(project) if batch is None else None
         if head is None:
             head = self._head(project, batch)
             if batch is None:
                 self._heads[project] = head
-        return Script(name, self.keys(project).script_keys(), [*head, *args])
+        return Script(name, self.keys(project).script_keys(), [*head, *args], writes)
 
     @staticmethod
     def _check_reply(reply: list[Any]) -> str:
@@ -159,17 +167,25 @@ class CoreBase:
             )
         return kind
 
-    def observe(self, error: PrismLimiterError | None) -> None:
+    def scope(self, key: str | None) -> int:
+        """The circuit-breaker scope of ``key``: 0 on a single server; its hash slot on a
+        cluster (-1 for keyless commands), so one failing shard trips only its own slots."""
+        if not self.settings.sharded:
+            return 0
+        return -1 if key is None else key_slot(key.encode())
+
+    def observe(self, error: PrismLimiterError | None, request: Request | None = None) -> None:
         """Each I/O's outcome, reported by the driver: feeds the circuit breaker."""
+        scope = 0 if request is None else self.scope(first_key(request))
         if error is None:
-            self.breaker.succeeded()
+            self.breaker.succeeded(scope)
         elif isinstance(error, BackendUnavailable):
-            self.breaker.failed()
+            self.breaker.failed(scope)
 
     def trust_memory_policy(self) -> None:
         self._memory_policy_checked = True
 
-    def _preflight(self) -> Op[None]:
+    def _preflight(self, project: str | None = None) -> Op[None]:
         """Before an operation's first I/O: fail fast while the circuit breaker is open; and
         once per client, ask whether Redis may evict our keys.
 
@@ -177,7 +193,7 @@ class CoreBase:
         resets its spend to 0. Such a server is refused (``BackendUnavailable``, so the failure
         mode applies, and checked again on the next call) unless ``evicting_redis="warn"``.
         """
-        self.breaker.check()
+        self.breaker.check(self.scope(None if project is None else f"{{{project}}}"))
         if self._memory_policy_checked:
             return
         try:

@@ -72,6 +72,8 @@ class Limiter(BaseLimiter):
 
     def _io(self, request: Request) -> Any:
         try:
+            if self._durable and request.writes:
+                return self._scripts.durable(request)
             if isinstance(request, Script):
                 return self._scripts(request.name, request.keys, request.args)
             return self._client.execute_command(*request.args)
@@ -85,10 +87,10 @@ class Limiter(BaseLimiter):
                 try:
                     reply = self._io(request)
                 except PrismLimiterError as exc:  # the core decides what a failure means
-                    self._core.observe(exc)
+                    self._core.observe(exc, request)
                     request = op.throw(exc)
                 else:
-                    self._core.observe(None)
+                    self._core.observe(None, request)
                     request = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]

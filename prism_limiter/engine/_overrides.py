@@ -42,7 +42,7 @@ def _target(
         _validate.tag_value("split_value", split_value)
     for kind, value in texts.items():
         _validate.text(kind, value)
-    yield from core._preflight()
+    yield from core._preflight(project)
     rules = yield from core.rules(project)
     return rules.budget_instance(budget, split_value)
 
@@ -111,8 +111,8 @@ def revoke(
 def listed(core: LimiterCore, project: str) -> Op[list[Override]]:
     """Every override of ``project``: in force, and ended within the audit retention."""
     _validate.name("project", project)
-    yield from core._preflight()
-    reply = yield core._script("override", project, ["list"])
+    yield from core._preflight(project)
+    reply = yield core._script("override", project, ["list"], writes=False)
     core._check_reply(reply)
     now_ms = as_int(reply[1])
     out = []

@@ -23,15 +23,34 @@ class Script:
     name: str
     keys: list[str]
     args: list[str | int]
+    writes: bool = True  # may change state (``durable_replicas`` waits for its replication)
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     args: tuple[str | int, ...]
+    writes: bool = False
 
 
 Request = Script | Command
 Op = Generator[Request, Any, T]
+
+# The commands the core sends whose first key is their first argument.
+_KEY_FIRST = frozenset(
+    ("HGET", "HMGET", "HGETALL", "SADD", "SMEMBERS", "SISMEMBER", "SCARD", "XRANGE")
+)
+
+
+def first_key(request: Request) -> str | None:
+    """The key that decides where ``request`` runs on a cluster (None: a keyless command)."""
+    if isinstance(request, Script):
+        return request.keys[0] if request.keys else None
+    args = request.args
+    name = str(args[0]).upper()
+    if name == "XREAD" and "STREAMS" in args:
+        return str(args[args.index("STREAMS") + 1])
+    return str(args[1]) if name in _KEY_FIRST and len(args) > 1 else None
+
 
 # Error replies that mean "the server cannot serve now", not "the request is wrong".
 _UNAVAILABLE_REPLIES = (

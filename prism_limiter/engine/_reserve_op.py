@@ -48,7 +48,7 @@ class ReserveOps(CoreBase):
         t0 = perf_counter() if self.listener is not None else 0.0
         for _ in range(_MAX_STALE_RETRIES + 1):
             try:
-                yield from self._preflight()
+                yield from self._preflight(req.project)
                 rules = yield from self.rules(req.project)
                 plan = plan_reserve(rules, req)
                 if rules.unregistered and plan.denial is None:

@@ -121,7 +121,7 @@ class SettleOps(CoreBase):
         """Book it; returns the settlement and the model it was priced for."""
         tag_map = tags
         stored = model is None  # read back from the record: its canonical spelling
-        yield from self._preflight()
+        yield from self._preflight(project)
         if model is None:
             raw = yield Command(("HGET", self.keys(project).prefix + "holds", rid))
             if raw is None:
@@ -183,7 +183,7 @@ class SettleOps(CoreBase):
         rid = _validate.reservation_id(reservation_id)
         t0 = perf_counter() if self.listener is not None else 0.0
         try:
-            yield from self._preflight()
+            yield from self._preflight(project)
             reply = yield self._script("release", project, [rid])
         except BackendUnavailable:
             if self.listener is not None:

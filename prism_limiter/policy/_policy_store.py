@@ -114,7 +114,7 @@ class PolicyStore:
         new_version = as_int(reply[1])
         removed = sorted(set(current.projects) - set(new.projects))
         if new.projects:
-            yield Command(("SADD", projects_key(ns), *sorted(new.projects)))
+            yield Command(("SADD", projects_key(ns), *sorted(new.projects)), writes=True)
         known = {text(p) for p in (yield Command(("SMEMBERS", projects_key(ns))))}
         touched = named | set(removed)
         if _encoded(current.defaults) != _encoded(new.defaults):
@@ -214,7 +214,7 @@ class PolicyStore:
                     f" covers {self.max_projects:,} registered projects (max_projects); list it"
                     " in the policy or raise max_projects"
                 )
-            yield Command(("SADD", projects_key(ns), project))
+            yield Command(("SADD", projects_key(ns), project), writes=True)
         self._global = None  # read the document again: it may have changed meanwhile
         policy = yield from self._global_policy()
         gversion = self._global[0] if self._global is not None else 0

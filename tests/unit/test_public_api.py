@@ -32,6 +32,7 @@ def test_error_tree() -> None:
     assert issubclass(errors.ModelNotAllowed, errors.LimitExceeded)
     assert issubclass(errors.InvalidRequest, ValueError)
     assert issubclass(errors.PolicyError, ValueError)
+    assert issubclass(errors.NotReplicated, errors.BackendUnavailable)
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.PrismLimiterError)
 
