@@ -6,10 +6,10 @@ operation with its outcome. Meanwhile a monitor reads the hot budget in single r
 held never passes the cap in force, live holds never pass the concurrency limit; whenever the
 room left is down to about six holds it raises the cap to spent + a dozen holds
 (``apply_policy``), so that the budget stays contended and every worker follows policy changes
-mid-run. Afterwards, once every lease has
-run out and been swept, ``_replay`` rebuilds from the logs alone what the store must hold —
-each budget's spent, held 0, every reservation's end, the attribution rows, every audit entry —
-and compares it with ``status``, ``usage``, ``read_audit`` and the hold records.
+mid-run. Afterwards, once every lease has run out and been swept, ``_replay`` rebuilds from the
+logs alone what the store must hold — each budget's spent, held 0, every reservation's end, the
+attribution rows, every audit entry — and ``_check`` compares it with ``status``, ``usage``,
+``read_audit`` and the hold records.
 
 ``--soak[=SECONDS]`` (or ``PRISM_SOAK``) runs 6 processes x 6 threads for SECONDS (600 by
 default) instead of the CI size.
@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 import redis
-from _replay import Checker, Model
+from _check import Checker
+from _replay import Model
 from _workload import COLD, HOT, HOT_CAP, HOT_SLOTS, Sizes, hot_policy, policy, run_process
 
 from prism_limiter import Limiter, Policy
