@@ -4,7 +4,8 @@
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
 --   ARGV[6]  reservation id
---   ARGV[7]  actual cost (nUSD)
+--   ARGV[7]  actual cost (nUSD); for a known id settled with ARGV[12] = "e" the record's hold
+--            is booked instead
 --   ARGV[8]  input tokens (total);  ARGV[9] output;  ARGV[10] cache read;  ARGV[11] cache write
 --   ARGV[12] "e" when this books the estimate of a reservation left without a settle (a later
 --            real settle then books the difference once), else ""
@@ -84,6 +85,10 @@ local function settle(keys, argv)
   if state == 'S' or (state == 'A' and estimate) then
     return {'settled', num(rec[R_COST]), hold, 0, state, 0}
   end
+  -- The estimate is the hold: an upper bound of whatever usage a real settle reports later.
+  -- Priced at the plain input rate it could be less (a cache write costs more), and the later
+  -- settle would book more than the room this one frees, past the cap other holds took.
+  if estimate then cost = hold end
 
   local dims = rec[R_DIMS]
   local bviews, rviews = load_record(rec)

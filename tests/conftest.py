@@ -2,6 +2,8 @@
 
 ``PRISM_TEST_REDIS_URL`` points the suite at a given server instead (it is flushed!). Without
 ``redis-server`` on PATH the integration tests are skipped locally and fail under ``CI=true``.
+``--soak[=SECONDS]`` (or ``PRISM_SOAK=SECONDS``) runs the load tests long and wide instead of
+at their CI size.
 """
 
 from __future__ import annotations
@@ -21,6 +23,30 @@ from _facades import AsyncAsSync
 
 from prism_limiter import AsyncLimiter, Limiter, Policy
 from prism_limiter.engine._devserver import given_url, redis_server, redis_server_binary
+
+SOAK_DEFAULT_S = 600.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        nargs="?",
+        type=float,
+        const=SOAK_DEFAULT_S,
+        default=None,
+        metavar="SECONDS",
+        help="run the load tests (the history checker) for SECONDS, 600 when not given, with"
+        " more workers; the environment variable PRISM_SOAK=SECONDS does the same",
+    )
+
+
+@pytest.fixture(scope="session")
+def soak_s(request: pytest.FixtureRequest) -> float | None:
+    """How long the load tests run in soak mode, or None for their CI size."""
+    given = request.config.getoption("--soak")
+    if given is None and os.environ.get("PRISM_SOAK"):
+        given = float(os.environ["PRISM_SOAK"])
+    return None if given is None else float(given)
 
 
 @pytest.fixture(scope="session")

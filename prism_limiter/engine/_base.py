@@ -188,5 +188,7 @@ def usage_of(usage: Any, counts: dict[str, Any]) -> TokenUsage:
 
 
 def estimate_usage(held: Held) -> TokenUsage:
-    """What an unsettled reservation is charged: its estimate, i.e. exactly its hold."""
+    """The usage an unsettled reservation is charged for: its estimate. settle.lua books the
+    hold for it (the estimate at the dearest input class), so a real settle later never adds
+    more than that charge left room for."""
     return TokenUsage(input_tokens=held.est_tokens, output_tokens=held.max_output_tokens)

@@ -111,6 +111,7 @@ _SHAPES_KEPT = 10_000
 class RequestShape:
     """The parts of a reserve that depend only on the model and the tags."""
 
+    entry: ModelEntry  # keeps the entry alive: its id, the cache key, stays its own
     budgets: list[BudgetMatch]
     tags_json: str
     dims: str  # attribution rows, joined by LS
@@ -168,8 +169,8 @@ class ProjectRules:
         """
         key = (name, provider, stored)
         entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = self._entry(name, provider, stored)
+        if entry is None:  # threads that race here all get the entry stored first
+            entry = self._entries.setdefault(key, self._entry(name, provider, stored))
         return entry
 
     def _entry(self, name: str, provider: str | None, stored: bool) -> ModelEntry:
@@ -233,12 +234,16 @@ class ProjectRules:
         """
         key = (id(entry), tuple(tags.items()))
         shape = self._shapes.get(key)
-        if shape is None:
+        # A shape holds its entry alive, so while it is cached no other object can take that
+        # id; without it, an entry a racing model() call built and dropped left its shape to
+        # whatever entry was built in its memory next.
+        if shape is None or shape.entry is not entry:
             if len(self._shapes) >= _SHAPES_KEPT:
                 self._shapes.clear()
             budgets = self.budgets(entry, tags)
             limits = self.rate_limits(entry, tags)
             shape = self._shapes[key] = RequestShape(
+                entry=entry,
                 budgets=budgets,
                 tags_json=json.dumps(tags, separators=(",", ":"), ensure_ascii=False),
                 dims=LS.join(usage_dimensions(entry.canonical, tags)),

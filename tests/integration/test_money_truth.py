@@ -110,6 +110,41 @@ def test_settle_after_the_estimate_was_charged_books_the_difference(
     assert late["reason"] == "after-estimate-charged"
 
 
+CACHE_WRITES = """
+[projects.w]
+allow_models = ["writer"]
+default_max_output_tokens = 0
+[projects.w.prices."writer"]
+input_mtok = 1.0
+output_mtok = 1.0
+cache_write_mtok = 2.0
+[[projects.w.budgets]]
+id = "b"
+usd = 0.002
+"""
+
+
+def test_a_charged_estimate_is_the_hold_so_a_later_settle_stays_under_the_cap(
+    limiter: Any,
+) -> None:
+    """The estimate charged at a normal exit is the hold (input at the dearest input class,
+    here a cache write), not the input at the plain rate: the room it would free is not there
+    for others, and a real settle that comes later, within its hold, keeps spent <= cap."""
+    limiter.apply_policy(Policy.from_toml(CACHE_WRITES))
+    with limiter.reserve("w", "writer", est_tokens=1000) as first:
+        pass  # left without a settle: the $0.002 hold (all 1000 tokens may be cache writes)
+    second = limiter.try_reserve("w", "writer", est_tokens=1000, max_cache_write_tokens=0)
+    if second.allowed:  # $0.001, plain input: it fits only if the estimate freed room
+        second.settle(input_tokens=1000, output_tokens=0)
+    late = limiter.settle(
+        "w", first.id, input_tokens=1000, output_tokens=0, cache_write_tokens=1000
+    )
+    assert late.late and not late.over_estimate and late.cost_usd == first.decision.hold_usd
+    [state] = limiter.status("w")
+    assert state.spent_usd <= state.cap_usd
+    assert not second.allowed and state.spent_usd == 0.002
+
+
 HEADERS = """
 [projects.h]
 allow_models = ["*"]

@@ -21,12 +21,16 @@ from prism_limiter.engine._devserver import DevNode, dev_node, free_port, redis_
 
 
 class DurableServer:
-    """AOF with ``appendfsync always`` in ``directory``: an acknowledged write survives kill -9."""
+    """AOF in ``directory``, fsynced per ``appendfsync``: with ``always`` (the default) an
+    acknowledged write survives kill -9; ``everysec`` and ``no`` leave the fsync to a timer or
+    to the OS."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, appendfsync: str = "always") -> None:
+        assert appendfsync in ("always", "everysec", "no"), appendfsync
         self.directory = directory
         self.port = free_port()
         self.extra = extra
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,7 +54,7 @@ class DurableServer:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.appendfsync,
                 "--logfile",
                 str(self.directory / "redis.log"),
                 *self.extra,
