@@ -403,7 +403,9 @@ end
 -- The instances a record names, loaded: budget views and rate views (false when gone).
 local function load_record(rec)
   local budgets, rates = {}, {}
-  for i, iid in ipairs(split(rec[R_IIDS], LS)) do budgets[i] = {iid, nil} end
+  -- One charge flag per budget: the count lets one pattern match split the ids.
+  local ids = split_n(rec[R_IIDS], LS, #rec[R_CHARGE]) or split(rec[R_IIDS], LS)
+  for i, iid in ipairs(ids) do budgets[i] = {iid, nil} end
   local cfgs = split(rec[R_RATE_CFGS], LS)
   for i, iid in ipairs(split(rec[R_RATES], LS)) do rates[i] = {iid, nil, cfgs[i]} end
   return load(budgets, rates)
