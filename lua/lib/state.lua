@@ -278,13 +278,29 @@ local function instances(static, b_ids, b_values, r_ids, r_values)
   return p
 end
 
+-- HMGET of the budgets hash; beyond LOAD_BATCH fields (status reads every instance of the
+-- project, one per customer of a split budget) in several calls: unpack() cannot pass more
+-- than a few thousand values.
+local LOAD_BATCH = 1024
+local function hmget(fields)
+  local n = #fields
+  if n <= LOAD_BATCH then return redis.call('HMGET', K_BUDGETS, unpack(fields)) end
+  local v = {}
+  for first = 1, n, LOAD_BATCH do
+    local last = math.min(n, first + LOAD_BATCH - 1)
+    local part = redis.call('HMGET', K_BUDGETS, unpack(fields, first, last))
+    for j = 1, #part do v[first + j - 1] = part[j] end
+  end
+  return v
+end
+
 -- Load budget instances ({iid, spec or nil}) and rate instances ({iid, config or nil, the
 -- config a hold was reserved under or nil}) in one HMGET. Rate views are nil when gone.
 local function load(budgets, rates, fields)
   fields = fields or load_fields(budgets, rates)
   local bviews, rviews = {}, {}
   if #fields == 0 then return bviews, rviews end
-  local v = redis.call('HMGET', K_BUDGETS, unpack(fields))
+  local v = hmget(fields)
   for i, b in ipairs(budgets) do
     local j = 4 * (i - 1)
     bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3], int(v[j + 4]), b[3])
