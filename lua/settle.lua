@@ -15,7 +15,8 @@
 -- Reply, one of:
 --   {"badargs", what}    malformed ARGV: nothing was read or written
 --   {"clock", server s}
---   {"unknown"}
+--   {"unknown"}          an id this project does not know, or one abandoned before its reserve
+--                        ran (release.lua): book it with ARGV[13..]
 --   {"damaged"}          the id's record is unreadable: nothing changed
 --   {"denied", why}      the id's reserve was denied: nothing to settle, nothing changed
 --   {"settled", cost, hold, first (1/0), state before, over the hold (1/0)}
@@ -48,6 +49,10 @@ local function settle(keys, argv)
     return {'badargs', 'settle'}
   end
   local raw = redis.call('HGET', K_HOLDS, rid)
+  local rec = rec_decode(raw)
+  -- An id abandoned before its reserve ran (release.lua "a") is ended by a released record
+  -- naming no model: nothing was held, so a settle books it like an id never seen.
+  if rec and rec[R_STATE] == 'R' and rec[R_MODEL] == '' then raw = nil end
 
   if not raw then
     if ARGV[13] == '' then return {'unknown'} end
@@ -78,7 +83,6 @@ local function settle(keys, argv)
     return {'settled', cost, 0, 1, 'U', 0}
   end
 
-  local rec = rec_decode(raw)
   if not rec then return {'damaged'} end
   local state, hold = rec[R_STATE], num(rec[R_HOLD])
   if state == 'D' then return {'denied', rec[R_COST]} end

@@ -12,6 +12,7 @@ from prism_limiter.engine._records import (
     Settlement,
 )
 from prism_limiter.engine._replies import (
+    abandoned,
     record_model,
     settlement,
 )
@@ -124,7 +125,7 @@ class SettleOps(CoreBase):
         yield from self._preflight(project)
         if model is None:
             raw = yield Command(("HGET", self.keys(project).prefix + "holds", rid))
-            if raw is None:
+            if raw is None or abandoned(raw):
                 raise InvalidRequest(
                     f"reservation {rid!r} is unknown in project {project!r}; pass model= (and"
                     " tags=) to book it anyway"

@@ -235,3 +235,98 @@ def test_a_reserve_that_arrives_after_its_caller_gave_up_takes_nothing(
     assert _state(rclient, "late") == b"R"
     assert held_nano(rclient, "p", "b") == 0
     assert rate_state(rclient, "p", "r:slots")["holds"] == 0
+
+
+class _DroppingProbe(AsyncLimiter):
+    """Cancels the calling request as its reserve is about to go out, and never sends it: the
+    caller gave up before a byte was written (the reserve may still come later, resent)."""
+
+    async def _io(self, request: Request) -> Any:
+        target = _CANCEL_AT.get()
+        if target and isinstance(request, Script) and request.name == "reserve":
+            target[1].cancel()
+            await asyncio.sleep(0)  # the cancellation lands here
+        return await super()._io(request)
+
+
+async def _give_up(lim: AsyncLimiter, project: str, rid: str) -> None:
+    """A reserve of ``rid`` whose caller is cancelled before it is sent; the id is abandoned."""
+
+    async def request() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        _CANCEL_AT.set(("reserve", task))
+        await lim.reserve(project, "gpt-4o-mini", est_tokens=100, reservation_id=rid)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.ensure_future(request())
+
+
+def test_a_settle_by_id_of_an_abandoned_id_is_booked(redis_url: str, rclient: Any) -> None:
+    """An id abandoned before its reserve ran is ended by a record that names nothing. A later
+    settle by id with model= (the call went ahead after all) books the usage like an id the
+    project never saw: into the budgets and the attribution, not into nothing."""
+
+    async def main() -> None:
+        lim = _DroppingProbe.from_url(redis_url)
+        await lim.apply_policy(Policy.from_toml(POLICY))
+        await _give_up(lim, "p", "gave-up")
+        await lim.aclose()  # the abandon has landed
+        assert _state(rclient, "gave-up") == b"R"
+        async with AsyncLimiter.from_url(redis_url) as other:
+            with pytest.raises(InvalidRequest, match="unknown"):
+                await other.settle("p", "gave-up", input_tokens=90, output_tokens=10)
+            s = await other.settle(
+                "p",
+                "gave-up",
+                input_tokens=90,
+                output_tokens=10,
+                model="gpt-4o-mini",
+                tags={"team": "a"},
+            )
+            assert s.first and s.unknown and s.cost_usd > 0
+            usage = await other.usage("p")
+            assert usage.total.cost_usd == s.cost_usd and usage.total.requests == 1
+            assert usage.by_tag["team"]["a"].cost_usd == s.cost_usd
+            again = await other.settle("p", "gave-up", input_tokens=90, output_tokens=10)
+            assert not again.first and again.cost_usd == s.cost_usd
+            with pytest.raises(InvalidRequest, match="already ended"):
+                await other.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="gave-up")
+        assert spent_nano(rclient, "p", "b") == round(s.cost_usd * 1e9)
+
+    asyncio.run(main())
+    assert held_nano(rclient, "p", "b") == 0
+
+
+ONE_SLOT = """
+[projects.q]
+allow_models = ["*"]
+[[projects.q.rate_limits]]
+id = "one"
+max_concurrent = 1
+"""
+
+
+def test_an_abandoned_retry_of_a_denied_id_takes_nothing_when_it_arrives(
+    redis_url: str, rclient: Any
+) -> None:
+    """A denied id may be retried (it is decided afresh). If that retry's caller is cancelled
+    before it is sent, the abandon must still end the id: a resent reserve arriving later
+    would otherwise take a hold (and a slot) that nobody owns."""
+
+    async def main() -> None:
+        lim = _DroppingProbe.from_url(redis_url)
+        await lim.apply_policy(Policy.from_toml(ONE_SLOT))
+        first = await lim.reserve("q", "gpt-4o-mini", est_tokens=100)
+        denied = await lim.try_reserve("q", "gpt-4o-mini", est_tokens=100, reservation_id="x")
+        assert not denied.allowed
+        await first.release()
+        await _give_up(lim, "q", "x")  # the retry, cancelled before it went out
+        await lim.aclose()
+        async with AsyncLimiter.from_url(redis_url) as other:  # the retry, arriving late
+            with pytest.raises(InvalidRequest, match="already ended"):
+                await other.reserve("q", "gpt-4o-mini", est_tokens=100, reservation_id="x")
+
+    asyncio.run(main())
+    assert rate_state(rclient, "q", "r:one")["holds"] == 0
+    assert rclient.zcard("prism:{q}:leases") == 0
