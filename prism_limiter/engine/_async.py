@@ -79,6 +79,8 @@ class AsyncLimiter(BaseLimiter):
     def __init__(self, client: Any, namespace: str = "prism", **kwargs: Any) -> None:
         super().__init__(client, namespace, **kwargs)
         self._background: set[asyncio.Future[Any]] = set()
+        # Abandons still in flight, by (project, id): a reserve of the same id waits for its own.
+        self._abandoning: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def _io(self, request: Request) -> Any:
         try:
@@ -199,21 +201,39 @@ class AsyncLimiter(BaseLimiter):
     async def _reserve(
         self, op: Op[Held], project: str, rid: str, *, raise_denial: bool
     ) -> AsyncReservation:
+        pending = self._abandoning.get((project, rid))
+        if pending is not None:
+            # A reserve of this id was cancelled in flight and its abandon has not landed yet
+            # (a caller retrying with its own id): sent now, this reserve could take a hold
+            # that the abandon then releases under it. It goes after, and finds the id ended.
+            await asyncio.wait((pending,))
         mark = _cancel_mark()
         try:
             held = await self._run(op)
         except asyncio.CancelledError:
             # Cancelled at an await of the op: its arguments were valid, and its reserve may
             # have run, may still run or never will. Abandoning the id settles all three.
-            self._track(asyncio.ensure_future(self._run(self._core.abandon(project, rid))))
+            self._abandon(project, rid)
             raise
         if _swallowed(mark):
             if held.allowed and not held.finished:
-                self._track(asyncio.ensure_future(self._run(self._core.abandon(project, rid))))
+                self._abandon(project, rid)
             raise asyncio.CancelledError
         if raise_denial and not held.allowed:
             raise_for(held.decision)
         return AsyncReservation(self, held)
+
+    def _abandon(self, project: str, rid: str) -> None:
+        key = (project, rid)
+        future = asyncio.ensure_future(self._run(self._core.abandon(project, rid)))
+        self._abandoning[key] = future
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if self._abandoning.get(key) is f:
+                del self._abandoning[key]
+
+        future.add_done_callback(done)
+        self._track(future)
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._background.add(future)
@@ -371,7 +391,9 @@ class AsyncLimiter(BaseLimiter):
         except asyncio.CancelledError:
             # The settle may or may not have run; settling again books it exactly once (the
             # script is idempotent by id), so it is finished in the background. aclose()
-            # waits for it.
+            # waits for it. The hold is the settle's now: leaving the block does not release
+            # it (the room a release frees could be taken before the settle books the spend).
+            held.finished = True
             self._track(asyncio.ensure_future(self._run(op())))
             raise
         if _swallowed(mark):

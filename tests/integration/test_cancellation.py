@@ -186,8 +186,9 @@ def test_cancelled_inside_the_block_releases_shielded(redis_url: str, rclient: A
 
 
 def test_aclose_waits_for_a_settle_whose_caller_was_cancelled(redis_url: str, rclient: Any) -> None:
-    """A settle whose caller is cancelled before the script even goes out still lands, after
-    the release the block's exit made, and ``aclose()`` waits for it: the usage is booked."""
+    """A settle whose caller is cancelled before the script even goes out still lands, on the
+    hold (the block's exit leaves it to the settle), and ``aclose()`` waits for it: the usage
+    is booked."""
 
     async def request(lim: AsyncLimiter) -> None:
         task = asyncio.current_task()
@@ -206,7 +207,8 @@ def test_aclose_waits_for_a_settle_whose_caller_was_cancelled(redis_url: str, rc
     asyncio.run(main())
     assert held_nano(rclient, "p", "b") == 0
     assert spent_nano(rclient, "p", "b") > 0
-    assert [e["reason"] for e in audit(rclient, "p", "settle.late")] == ["after-release"]
+    assert _state(rclient, "r") == b"S"
+    assert audit(rclient, "p", "settle.late") == []  # settled, not released and then corrected
 
 
 def test_a_reserve_that_arrives_after_its_caller_gave_up_takes_nothing(
@@ -330,3 +332,98 @@ def test_an_abandoned_retry_of_a_denied_id_takes_nothing_when_it_arrives(
     asyncio.run(main())
     assert rate_state(rclient, "q", "r:one")["holds"] == 0
     assert rclient.zcard("prism:{q}:leases") == 0
+
+
+class _SlowAbandon(_DroppingProbe):
+    """Holds every abandon back until ``gate`` is set, and logs the order scripts go out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.log: list[str] = []
+
+    async def _io(self, request: Request) -> Any:
+        if isinstance(request, Script) and request.name == "release" and request.args[-1] == "a":
+            await self.gate.wait()
+            self.log.append("abandon sent")
+            reply = await super()._io(request)
+            self.log.append("abandon answered")
+            return reply
+        if isinstance(request, Script) and request.name == "reserve" and not _CANCEL_AT.get():
+            self.log.append("retry sent")
+        return await super()._io(request)
+
+
+def test_a_retry_with_the_same_id_waits_for_its_abandon(redis_url: str, rclient: Any) -> None:
+    """A caller that picks its own id, gives up on a reserve (a timeout) and retries with the
+    same id: the retry is sent only once the abandon has landed, so it is refused ("already
+    ended") rather than given a hold that the abandon then releases under it."""
+
+    async def main() -> None:
+        lim = _SlowAbandon.from_url(redis_url)
+        assert isinstance(lim, _SlowAbandon)
+        await lim.apply_policy(Policy.from_toml(POLICY))
+        await _give_up(lim, "p", "mine")
+        retry = asyncio.ensure_future(
+            lim.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="mine")
+        )
+        await asyncio.sleep(0)  # the retry runs as far as it can
+        lim.gate.set()
+        with pytest.raises(InvalidRequest, match="already ended"):
+            await retry
+        await lim.aclose()
+        assert lim.log == ["abandon sent", "abandon answered", "retry sent"]
+
+    asyncio.run(main())
+    assert _state(rclient, "mine") == b"R"
+    assert held_nano(rclient, "p", "b") == 0
+    assert rate_state(rclient, "p", "r:slots")["holds"] == 0
+
+
+def test_a_settle_cancelled_in_flight_keeps_its_hold_until_it_lands(
+    redis_url: str, rclient: Any
+) -> None:
+    """A settle whose caller is cancelled is finished in the background. Leaving the block
+    must not release the hold meanwhile: another reserve would take the room it frees, and
+    the settle, landing after, would book spend on top of that hold, past the cap."""
+    policy = "[projects.c]\nallow_models=['*']\n[[projects.c.budgets]]\nid='cap'\nusd=0.00003\n"
+
+    class _HeldSettle(AsyncLimiter):
+        gate: asyncio.Event
+
+        async def _io(self, request: Request) -> Any:
+            target = _CANCEL_AT.get()
+            if target and isinstance(request, Script) and request.name == "settle":
+                target[1].cancel()
+                await self.gate.wait()  # the settle goes out once the test says so
+            return await super()._io(request)
+
+    async def request(lim: AsyncLimiter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        _CANCEL_AT.set(("settle", task))
+        async with lim.reserve("c", "gpt-4o-mini", est_tokens=100, max_output_tokens=0) as r:
+            await r.settle(input_tokens=100, output_tokens=0)
+
+    async def main() -> None:
+        lim = _HeldSettle.from_url(redis_url)
+        assert isinstance(lim, _HeldSettle)
+        lim.gate = asyncio.Event()
+        await lim.apply_policy(Policy.from_toml(policy))  # room for 2 holds of 100 tokens
+        await lim.reserve("c", "gpt-4o-mini", est_tokens=100, max_output_tokens=0)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.ensure_future(request(lim))
+        other = await lim.try_reserve("c", "gpt-4o-mini", est_tokens=100, max_output_tokens=0)
+        lim.gate.set()
+        await lim.aclose()
+        assert not other.allowed  # the cancelled settle's hold still counted
+
+    asyncio.run(main())
+    state = _budget(rclient)
+    assert state["spent"] + state["held"] <= 30_000
+
+
+def _budget(rclient: Any) -> dict[str, int]:
+    raw = rclient.hget("prism:{c}:budgets", "cap").decode()
+    spent, held = raw.split(":")[:2]
+    return {"spent": int(spent), "held": int(held)}
