@@ -34,6 +34,14 @@ local function over_estimate(rid, rec, cost, hold)
   return 1
 end
 
+-- A correction of a booking made when the record ended (ms): booked on the instance's
+-- current period; a refund (negative) of a booking in a period that has closed since is
+-- dropped, or it would come out of the new period's spend and let that go past its cap.
+local function correction(view, amount, booked_ms)
+  if amount < 0 and view.p and view.p * 1000 > booked_ms then return 0 end
+  return amount
+end
+
 local function settle(keys, argv)
   begin(keys, argv)
   if BAD_HEAD then return {'badargs', 'head'} end
@@ -112,7 +120,10 @@ local function settle(keys, argv)
   if state == 'A' then
     -- The estimate was booked everywhere (budgets, attribution, buckets): book the difference.
     local booked, est_in, est_out = num(rec[R_COST]), num(rec[R_EST_IN]), num(rec[R_EST_OUT])
-    for _, view in ipairs(bviews) do budget_post(view, 0, cost - booked, rid, model) end
+    local booked_ms = num(rec[R_FINISHED])
+    for _, view in ipairs(bviews) do
+      budget_post(view, 0, correction(view, cost - booked, booked_ms), rid, model)
+    end
     for _, view in ipairs(rviews) do
       if view then rate_return(view, est_in + est_out - (t_in + t_out), false) end
     end
@@ -128,10 +139,11 @@ local function settle(keys, argv)
   -- A late settle (after a release or an expiry): book what the budgets have not yet booked.
   local charged_before = 0
   if state == 'X' then charged_before = hold end
+  local booked_ms = num(rec[R_FINISHED])
   for i, view in ipairs(bviews) do
     local booked = 0
     if state == 'X' and string.sub(rec[R_CHARGE], i, i) == '1' then booked = hold end
-    budget_post(view, 0, cost - booked, rid, model)
+    budget_post(view, 0, correction(view, cost - booked, booked_ms), rid, model)
   end
   -- A release gave every token back; an expiry kept the charged ones. Correct to the actual.
   local given_back = 0
