@@ -401,7 +401,18 @@ class AsyncLimiter(BaseLimiter):
         return booked
 
     async def _release_held(self, held: Held) -> bool:
-        return await self._run(self._core.release_held(held))
+        mark = _cancel_mark()
+        try:
+            released = await self._run(self._core.release_held(held))
+        except asyncio.CancelledError:
+            # As a settle: the release may or may not have run, releasing again is idempotent,
+            # so it is finished in the background rather than left to the lease.
+            held.finished = True
+            self._track(asyncio.ensure_future(self._run(self._core.release_held(held))))
+            raise
+        if _swallowed(mark):
+            raise asyncio.CancelledError  # released; the caller still learns it was cancelled
+        return released
 
     async def _release_shielded(self, held: Held) -> bool:
         """Release even while the calling task is being cancelled."""

@@ -427,3 +427,36 @@ def _budget(rclient: Any) -> dict[str, int]:
     raw = rclient.hget("prism:{c}:budgets", "cap").decode()
     spent, held = raw.split(":")[:2]
     return {"spent": int(spent), "held": int(held)}
+
+
+def test_a_release_cancelled_before_it_is_sent_still_lands(redis_url: str, rclient: Any) -> None:
+    """``await r.release()`` (outside a block: ``try/finally``, say) whose caller is cancelled
+    before the script goes out is finished in the background, like a settle: the hold does
+    not wait for its lease."""
+
+    class _DroppedRelease(AsyncLimiter):
+        async def _io(self, request: Request) -> Any:
+            target = _CANCEL_AT.get()
+            if target and isinstance(request, Script) and request.name == "release":
+                target[1].cancel()
+                await asyncio.sleep(0)  # the cancellation lands here: nothing was sent
+            return await super()._io(request)
+
+    async def request(lim: AsyncLimiter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        r = await lim.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="let-go")
+        _CANCEL_AT.set(("release", task))
+        await r.release()
+
+    async def main() -> None:
+        lim = _DroppedRelease.from_url(redis_url)
+        await lim.apply_policy(Policy.from_toml(POLICY))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.ensure_future(request(lim))
+        await lim.aclose()
+
+    asyncio.run(main())
+    assert _state(rclient, "let-go") == b"R"
+    assert held_nano(rclient, "p", "b") == 0
+    assert rate_state(rclient, "p", "r:slots")["holds"] == 0
