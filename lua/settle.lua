@@ -65,7 +65,7 @@ local function settle(keys, argv)
   if not raw then
     if ARGV[13] == '' then return {'unknown'} end
     local model, tags, dims = ARGV[13], ARGV[14], ARGV[15]
-    if not (tags and dims) then return {'badargs', 'fallback'} end
+    if not (tags and dims) or has_fs(model, tags, dims) then return {'badargs', 'fallback'} end
     local inst, bad = instances(ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20])
     if not inst then return {'badargs', bad} end
     local configs, more = inst.configs, {}

@@ -101,6 +101,16 @@ local function split_n(s, sep, n)
   return out
 end
 
+-- Whether any of the strings holds the hold record's field separator: an argument stored in
+-- a record must not, or it would shift every field after it (and the record, unreadable,
+-- could never be settled or released).
+local function has_fs(...)
+  for i = 1, select('#', ...) do
+    if string.find(select(i, ...), FS, 1, true) then return true end
+  end
+  return false
+end
+
 -- An integer as exact text: Lua would write 1.2345677552675e+14 or -0 (which HINCRBY and a
 -- later parse refuse); '%d' writes every integer below 2^53 exactly.
 local function I(n)

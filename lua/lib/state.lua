@@ -239,6 +239,7 @@ end
 -- what is malformed.
 local function instances(static, b_ids, b_values, r_ids, r_values)
   if not (static and b_ids and b_values and r_ids and r_values) then return nil, 'instances' end
+  if has_fs(b_ids, r_ids) then return nil, 'instance ids' end -- kept in the hold record
   local s, bad = static_configs(static)
   if not s then return nil, bad end
   local nb, nr = #s.budgets, #s.rates
