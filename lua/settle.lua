@@ -82,8 +82,12 @@ local function settle(keys, argv)
     end
     store(bviews, {}, more)
     book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
-    local rec = {'S', 0, NOW_MS, NOW_MS, model, inst.iids, '', dims, tags, '', '', cost,
-      NOW_MS, '', 0, ''}
+    -- A charged estimate (of a reservation taken without Redis) ends in A, as for a known
+    -- id: a real settle later books the difference to it, once.
+    local est_in, est_out = '', ''
+    if estimate then est_in, est_out = t_in, t_out end
+    local rec = {final, 0, NOW_MS, NOW_MS, model, inst.iids, '', dims, tags, est_in, est_out,
+      cost, NOW_MS, '', 0, ''}
     W('HSET', K_HOLDS, rid, rec_encode(rec))
     W('ZADD', K_DONE, NOW_MS, rid)
     audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),

@@ -216,7 +216,7 @@ class AsyncLimiter(BaseLimiter):
             self._abandon(project, rid)
             raise
         if _swallowed(mark):
-            if held.allowed and not held.finished:
+            if held.allowed and not held.finished and not held.degraded:
                 self._abandon(project, rid)
             raise asyncio.CancelledError
         if raise_denial and not held.allowed:

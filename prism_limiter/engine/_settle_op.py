@@ -85,6 +85,8 @@ class SettleOps(CoreBase):
                 raise
             price = held.price if held is not None else None
             cost = nano_to_usd(price.cost_nano(usage)) if price else 0.0
+            if held is not None:
+                held.finished = True  # logged for a replay: the block's exit books nothing more
             booked = Settlement(
                 reservation_id=rid,
                 cost_usd=cost,
@@ -173,6 +175,7 @@ class SettleOps(CoreBase):
                 f"this reservation was denied ({held.decision.reason}): there is nothing to release"
             )
         if held.degraded:
+            held.finished = True  # nothing to give back (a block left now charges nothing)
             return False
         released = yield from self.release(held.project, held.reservation_id)
         held.finished = True
