@@ -295,6 +295,15 @@ local function hmget(fields)
   return v
 end
 
+-- W(command, key, pairs...) for a flat list of pairs, in calls of at most LOAD_BATCH values
+-- (a request that matches thousands of limits would pass unpack() too many at once).
+local function write_pairs(command, key, pairs)
+  local n = #pairs
+  for first = 1, n, LOAD_BATCH do
+    W(command, key, unpack(pairs, first, math.min(n, first + LOAD_BATCH - 1)))
+  end
+end
+
 -- Load budget instances ({iid, spec or nil}) and rate instances ({iid, config or nil, the
 -- config a hold was reserved under or nil}) in one HMGET. Rate views are nil when gone.
 local function load(budgets, rates, fields)
@@ -388,8 +397,8 @@ local function store(bviews, rviews, more)
       index[#index + 1], index[#index + 2] = NOW_S + RATE_IDLE_CHECK_S, 'r|' .. view.iid
     end
   end
-  if #fields > 0 then W('HSET', K_BUDGETS, unpack(fields)) end
-  if #index > 0 then W('ZADD', K_BIDX, unpack(index)) end
+  write_pairs('HSET', K_BUDGETS, fields)
+  write_pairs('ZADD', K_BIDX, index)
 end
 
 -- Attribution: the day's usage hash has one field per attribution shape, named by its rows
