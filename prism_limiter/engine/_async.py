@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -257,13 +257,13 @@ class AsyncLimiter(BaseLimiter):
     ) -> Settlement:
         """Settle a reservation from any process; idempotent (see ``Limiter.settle``)."""
         tokens = usage_of(usage, counts)
-        return await self._run(
-            self._core.settle(project, reservation_id, tokens, model=model, tags=tags)
+        return await self._finishing(
+            lambda: self._core.settle(project, reservation_id, tokens, model=model, tags=tags)
         )
 
     async def release(self, project: str, reservation_id: str) -> bool:
         """Return a hold from any process; True if this call released it (idempotent)."""
-        return await self._run(self._core.release(project, reservation_id))
+        return await self._finishing(lambda: self._core.release(project, reservation_id))
 
     async def sweep(self, project: str) -> int:
         """Expire overdue holds now; the scripts also do it lazily. Returns how many expired."""
@@ -377,42 +377,37 @@ class AsyncLimiter(BaseLimiter):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def _finishing(self, make: Callable[[], Op[T]], held: Held | None = None) -> T:
+        """Run a settle or release (``make`` builds the op) in the caller's task; if the
+        caller is cancelled while it is in flight, it may or may not have run: running it
+        again books or frees it exactly once (the scripts are idempotent by id), so it is
+        finished in the background, and aclose() waits for it. A ``held`` reservation is
+        then the background call's: leaving its block does not release it meanwhile (the
+        room a release frees could be taken before a settle books the spend)."""
+        mark = _cancel_mark()
+        try:
+            result = await self._run(make())
+        except asyncio.CancelledError:
+            if held is not None:
+                held.finished = True
+            self._track(asyncio.ensure_future(self._run(make())))
+            raise
+        if _swallowed(mark):
+            raise asyncio.CancelledError  # done; the caller still learns it was cancelled
+        return result
+
     async def _settle_held(
         self, held: Held, usage: TokenUsage, estimate: bool = False
     ) -> Settlement:
-        def op() -> Op[Settlement]:
-            return self._core.settle(
+        return await self._finishing(
+            lambda: self._core.settle(
                 held.project, held.reservation_id, usage, held=held, estimate=estimate
-            )
-
-        mark = _cancel_mark()
-        try:
-            booked = await self._run(op())
-        except asyncio.CancelledError:
-            # The settle may or may not have run; settling again books it exactly once (the
-            # script is idempotent by id), so it is finished in the background. aclose()
-            # waits for it. The hold is the settle's now: leaving the block does not release
-            # it (the room a release frees could be taken before the settle books the spend).
-            held.finished = True
-            self._track(asyncio.ensure_future(self._run(op())))
-            raise
-        if _swallowed(mark):
-            raise asyncio.CancelledError  # booked; the caller still learns it was cancelled
-        return booked
+            ),
+            held,
+        )
 
     async def _release_held(self, held: Held) -> bool:
-        mark = _cancel_mark()
-        try:
-            released = await self._run(self._core.release_held(held))
-        except asyncio.CancelledError:
-            # As a settle: the release may or may not have run, releasing again is idempotent,
-            # so it is finished in the background rather than left to the lease.
-            held.finished = True
-            self._track(asyncio.ensure_future(self._run(self._core.release_held(held))))
-            raise
-        if _swallowed(mark):
-            raise asyncio.CancelledError  # released; the caller still learns it was cancelled
-        return released
+        return await self._finishing(lambda: self._core.release_held(held), held)
 
     async def _release_shielded(self, held: Held) -> bool:
         """Release even while the calling task is being cancelled."""

@@ -429,28 +429,39 @@ def _budget(rclient: Any) -> dict[str, int]:
     return {"spent": int(spent), "held": int(held)}
 
 
-def test_a_release_cancelled_before_it_is_sent_still_lands(redis_url: str, rclient: Any) -> None:
-    """``await r.release()`` (outside a block: ``try/finally``, say) whose caller is cancelled
-    before the script goes out is finished in the background, like a settle: the hold does
-    not wait for its lease."""
+class _Dropped(AsyncLimiter):
+    """Cancels the calling request as its ``_CANCEL_AT`` script is about to go out, and does
+    not send it (the call's own retry, in the background, goes out)."""
 
-    class _DroppedRelease(AsyncLimiter):
-        async def _io(self, request: Request) -> Any:
-            target = _CANCEL_AT.get()
-            if target and isinstance(request, Script) and request.name == "release":
-                target[1].cancel()
-                await asyncio.sleep(0)  # the cancellation lands here: nothing was sent
-            return await super()._io(request)
+    async def _io(self, request: Request) -> Any:
+        target = _CANCEL_AT.get()
+        script = isinstance(request, Script) and target and request.name == target[0]
+        if script and target and not target[1].done():  # the retry, later, goes out
+            target[1].cancel()
+            await asyncio.sleep(0)  # the cancellation lands here: nothing was sent
+        return await super()._io(request)
+
+
+@pytest.mark.parametrize("by", ["reservation", "id"])
+def test_a_release_cancelled_before_it_is_sent_still_lands(
+    redis_url: str, rclient: Any, by: str
+) -> None:
+    """``await r.release()`` (outside a block: ``try/finally``, say) or
+    ``await limiter.release(project, id)`` whose caller is cancelled before the script goes
+    out is finished in the background, like a settle: the hold does not wait for its lease."""
 
     async def request(lim: AsyncLimiter) -> None:
         task = asyncio.current_task()
         assert task is not None
         r = await lim.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="let-go")
         _CANCEL_AT.set(("release", task))
-        await r.release()
+        if by == "id":
+            await lim.release("p", r.id)
+        else:
+            await r.release()
 
     async def main() -> None:
-        lim = _DroppedRelease.from_url(redis_url)
+        lim = _Dropped.from_url(redis_url)
         await lim.apply_policy(Policy.from_toml(POLICY))
         with pytest.raises(asyncio.CancelledError):
             await asyncio.ensure_future(request(lim))
@@ -459,4 +470,32 @@ def test_a_release_cancelled_before_it_is_sent_still_lands(redis_url: str, rclie
     asyncio.run(main())
     assert _state(rclient, "let-go") == b"R"
     assert held_nano(rclient, "p", "b") == 0
+    assert rate_state(rclient, "p", "r:slots")["holds"] == 0
+
+
+def test_a_settle_by_id_cancelled_before_it_is_sent_still_lands(
+    redis_url: str, rclient: Any
+) -> None:
+    """``await limiter.settle(project, id, ...)`` whose caller is cancelled before the script
+    goes out is finished in the background (settling is idempotent by id): the usage is
+    booked, the hold and its slot freed."""
+
+    async def request(lim: AsyncLimiter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        r = await lim.reserve("p", "gpt-4o-mini", est_tokens=100, reservation_id="by-id")
+        _CANCEL_AT.set(("settle", task))
+        await lim.settle("p", r.id, input_tokens=90, output_tokens=10)
+
+    async def main() -> None:
+        lim = _Dropped.from_url(redis_url)
+        await lim.apply_policy(Policy.from_toml(POLICY))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.ensure_future(request(lim))
+        await lim.aclose()
+
+    asyncio.run(main())
+    assert _state(rclient, "by-id") == b"S"
+    assert held_nano(rclient, "p", "b") == 0
+    assert spent_nano(rclient, "p", "b") > 0
     assert rate_state(rclient, "p", "r:slots")["holds"] == 0
