@@ -16,10 +16,10 @@
 --   KEYS[12] overrides hash: override id -> record, live and ended (lib/overrides.lua)
 -- ARGV (common head)
 --   ARGV[1]  project name
---   ARGV[2]  audit retention (integer ms): entries older than that are trimmed (XADD MINID ~)
---   ARGV[3]  usage key TTL (integer seconds)
---   ARGV[4]  record retention after a hold ends (integer ms)
---   ARGV[5]  sweep batch: at most this many expired holds / finished records per call
+--   ARGV[2]  audit retention (integer ms, > 0): entries older than that are trimmed (XADD MINID ~)
+--   ARGV[3]  usage key TTL (integer seconds, > 0)
+--   ARGV[4]  record retention after a hold ends (integer ms, >= 0)
+--   ARGV[5]  sweep batch (> 0): at most this many expired holds / finished records per call
 --            (reserve, sweep and status do this upkeep; settle and release only touch their id)
 -- Money is integer nano-dollars (nUSD, 1e-9 USD) everywhere; times come from the server clock.
 

@@ -455,8 +455,9 @@ local function begin(keys, argv)
     ARGV_HEAD = h
   end
   AUDIT_RETENTION_MS, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH = h[5], h[6], h[7], h[8]
-  BAD_HEAD = not (AUDIT_RETENTION_MS and AUDIT_RETENTION_MS > 0 and USAGE_TTL_S and RETENTION_MS
-    and SWEEP_BATCH and K_AHEAD and K_OVERRIDES)
+  BAD_HEAD = not (AUDIT_RETENTION_MS and AUDIT_RETENTION_MS > 0 and USAGE_TTL_S
+    and USAGE_TTL_S > 0 and RETENTION_MS and RETENTION_MS >= 0 and SWEEP_BATCH
+    and SWEEP_BATCH > 0 and K_AHEAD and K_OVERRIDES)
   HEAD_LOADED = false
   DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
   local t = redis.call('TIME')

@@ -332,3 +332,36 @@ def test_a_separator_inside_a_stored_argument_is_refused(
     assert reply[0] == b"badargs"
     assert keyspace(rclient) == before
     lim.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "value"),
+    [
+        ("reserve", 3, "0"),  # usage TTL: EXPIRE 0 would delete the day's attribution
+        ("reserve", 3, "-5"),
+        ("reserve", 4, "-1"),  # record retention
+        ("reserve", 5, "0"),  # sweep batch: ZRANGE ... LIMIT 0 -1 has no bound at all
+        ("reserve", 5, "-1"),
+        ("settle", 3, "0"),
+        ("release", 5, "-1"),
+    ],
+    ids=repr,
+)
+def test_a_head_out_of_range_is_refused(
+    redis_url: str, rclient: Any, name: str, argv: int, value: str
+) -> None:
+    """The common head's numbers must be in range, not only integers: the scripts refuse a
+    usage TTL, record retention or sweep batch that would delete or scan everything."""
+    lim = _Recording(redis.Redis.from_url(redis_url))
+    lim.apply_policy(Policy.from_toml(SPLIT_POLICY))
+    tags = {"customer": "acme"}
+    lim.reserve("p", "gpt-4o-mini", est_tokens=10, tags=tags).release()
+    lim.reserve("p", "gpt-4o-mini", est_tokens=10, tags=tags).settle(
+        input_tokens=1, output_tokens=1
+    )
+    before = keyspace(rclient)
+    rid = 7 if name == "reserve" else 6
+    reply = lim.raw(name, {rid: "fresh-id", argv: value})
+    assert reply[0] == b"badargs"
+    assert keyspace(rclient) == before
+    lim.close()
