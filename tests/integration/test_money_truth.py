@@ -225,3 +225,17 @@ def test_a_correction_of_a_closed_period_refunds_nothing_from_the_new_one(
     late = limiter.settle("d", r.id, input_tokens=0, output_tokens=0)  # it cost nothing
     assert late.first and late.cost_usd == 0
     assert budget_state(rclient, "d", "day")["spent"] == 150_000
+
+
+def test_status_reports_the_cap_and_period_in_force(limiter: Any) -> None:
+    """A cap raised (or a period changed) by a policy change shows in status at once, not
+    only after the instance's next reserve: status answers what the next reserve enforces."""
+    doc = "[projects.s]\nallow_models=['*']\n[[projects.s.budgets]]\nid='b'\nusd={}\nperiod='{}'\n"
+    limiter.apply_policy(Policy.from_toml(doc.format(1, "month")))
+    s = limiter.reserve("s", "gpt-4o", est_tokens=1000).settle(input_tokens=1000, output_tokens=0)
+    limiter.apply_policy(Policy.from_toml(doc.format(2, "day")))
+    [state] = limiter.status("s")
+    assert state.cap_usd == 2 and state.spent_usd == s.cost_usd
+    assert state.remaining_usd == pytest.approx(2 - s.cost_usd)
+    assert state.resets_at is not None and state.period_start is not None
+    assert (state.resets_at - state.period_start).days == 1
