@@ -53,7 +53,8 @@ local function reserve(keys, argv)
   local hold, lease_ms = arg_int(ARGV[9]), arg_int(ARGV[10])
   local est_in, est_out = arg_int(ARGV[14]), arg_int(ARGV[15])
   if not (rid and denial and model and tags and ARGV[13] and ARGV[16] and hold and hold >= 0
-    and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0) then
+    and lease_ms and lease_ms > 0 and est_in and est_in >= 0 and est_out and est_out >= 0)
+    or has_fs(model, tags, ARGV[13]) then
     return {'badargs', 'reserve'}
   end
   local inst, bad = instances(ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21])

@@ -15,7 +15,8 @@
 -- Reply, one of:
 --   {"badargs", what}    malformed ARGV: nothing was read or written
 --   {"clock", server s}
---   {"unknown"}
+--   {"unknown"}          an id this project does not know, or one abandoned before its reserve
+--                        ran (release.lua): book it with ARGV[13..]
 --   {"damaged"}          the id's record is unreadable: nothing changed
 --   {"denied", why}      the id's reserve was denied: nothing to settle, nothing changed
 --   {"settled", cost, hold, first (1/0), state before, over the hold (1/0)}
@@ -33,6 +34,14 @@ local function over_estimate(rid, rec, cost, hold)
   return 1
 end
 
+-- A correction of a booking made when the record ended (ms): booked on the instance's
+-- current period; a refund (negative) of a booking in a period that has closed since is
+-- dropped, or it would come out of the new period's spend and let that go past its cap.
+local function correction(view, amount, booked_ms)
+  if amount < 0 and view.p and view.p * 1000 > booked_ms then return 0 end
+  return amount
+end
+
 local function settle(keys, argv)
   begin(keys, argv)
   if BAD_HEAD then return {'badargs', 'head'} end
@@ -48,11 +57,15 @@ local function settle(keys, argv)
     return {'badargs', 'settle'}
   end
   local raw = redis.call('HGET', K_HOLDS, rid)
+  local rec = rec_decode(raw)
+  -- An id abandoned before its reserve ran (release.lua "a") is ended by a released record
+  -- naming no model: nothing was held, so a settle books it like an id never seen.
+  if rec and rec[R_STATE] == 'R' and rec[R_MODEL] == '' then raw = nil end
 
   if not raw then
     if ARGV[13] == '' then return {'unknown'} end
     local model, tags, dims = ARGV[13], ARGV[14], ARGV[15]
-    if not (tags and dims) then return {'badargs', 'fallback'} end
+    if not (tags and dims) or has_fs(model, tags, dims) then return {'badargs', 'fallback'} end
     local inst, bad = instances(ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20])
     if not inst then return {'badargs', bad} end
     local configs, more = inst.configs, {}
@@ -69,8 +82,12 @@ local function settle(keys, argv)
     end
     store(bviews, {}, more)
     book_usage(dims, cost, 1, t_in, t_out, t_cr, t_cw, 0)
-    local rec = {'S', 0, NOW_MS, NOW_MS, model, inst.iids, '', dims, tags, '', '', cost,
-      NOW_MS, '', 0, ''}
+    -- A charged estimate (of a reservation taken without Redis) ends in A, as for a known
+    -- id: a real settle later books the difference to it, once.
+    local est_in, est_out = '', ''
+    if estimate then est_in, est_out = t_in, t_out end
+    local rec = {final, 0, NOW_MS, NOW_MS, model, inst.iids, '', dims, tags, est_in, est_out,
+      cost, NOW_MS, '', 0, ''}
     W('HSET', K_HOLDS, rid, rec_encode(rec))
     W('ZADD', K_DONE, NOW_MS, rid)
     audit('settle.unknown', {'rid', rid, 'model', model, 'tags', tags, 'amount_usd', usd(cost),
@@ -78,7 +95,6 @@ local function settle(keys, argv)
     return {'settled', cost, 0, 1, 'U', 0}
   end
 
-  local rec = rec_decode(raw)
   if not rec then return {'damaged'} end
   local state, hold = rec[R_STATE], num(rec[R_HOLD])
   if state == 'D' then return {'denied', rec[R_COST]} end
@@ -108,7 +124,10 @@ local function settle(keys, argv)
   if state == 'A' then
     -- The estimate was booked everywhere (budgets, attribution, buckets): book the difference.
     local booked, est_in, est_out = num(rec[R_COST]), num(rec[R_EST_IN]), num(rec[R_EST_OUT])
-    for _, view in ipairs(bviews) do budget_post(view, 0, cost - booked, rid, model) end
+    local booked_ms = num(rec[R_FINISHED])
+    for _, view in ipairs(bviews) do
+      budget_post(view, 0, correction(view, cost - booked, booked_ms), rid, model)
+    end
     for _, view in ipairs(rviews) do
       if view then rate_return(view, est_in + est_out - (t_in + t_out), false) end
     end
@@ -124,10 +143,11 @@ local function settle(keys, argv)
   -- A late settle (after a release or an expiry): book what the budgets have not yet booked.
   local charged_before = 0
   if state == 'X' then charged_before = hold end
+  local booked_ms = num(rec[R_FINISHED])
   for i, view in ipairs(bviews) do
     local booked = 0
     if state == 'X' and string.sub(rec[R_CHARGE], i, i) == '1' then booked = hold end
-    budget_post(view, 0, cost - booked, rid, model)
+    budget_post(view, 0, correction(view, cost - booked, booked_ms), rid, model)
   end
   -- A release gave every token back; an expiry kept the charged ones. Correct to the actual.
   local given_back = 0

@@ -97,7 +97,9 @@ local function append(event, fields)
     chain = redis.sha1hex(table.concat(parts))
   end
   flat[#flat + 1], flat[#flat + 2] = 'chain', chain
-  redis.call('XADD', K_AUDIT, 'MINID', '~', I(NOW_MS - AUDIT_RETENTION_MS), '*', unpack(flat))
+  -- A retention longer than the clock's age trims nothing (a negative id is an error).
+  local minid = math.max(0, NOW_MS - AUDIT_RETENTION_MS)
+  redis.call('XADD', K_AUDIT, 'MINID', '~', I(minid), '*', unpack(flat))
   HEAD_SEQ, HEAD_CHAIN = seq, chain
   W('HSET', K_AHEAD, 'seq', seq, 'chain', chain)
 end

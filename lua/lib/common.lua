@@ -16,10 +16,10 @@
 --   KEYS[12] overrides hash: override id -> record, live and ended (lib/overrides.lua)
 -- ARGV (common head)
 --   ARGV[1]  project name
---   ARGV[2]  audit retention (integer ms): entries older than that are trimmed (XADD MINID ~)
---   ARGV[3]  usage key TTL (integer seconds)
---   ARGV[4]  record retention after a hold ends (integer ms)
---   ARGV[5]  sweep batch: at most this many expired holds / finished records per call
+--   ARGV[2]  audit retention (integer ms, > 0): entries older than that are trimmed (XADD MINID ~)
+--   ARGV[3]  usage key TTL (integer seconds, > 0)
+--   ARGV[4]  record retention after a hold ends (integer ms, >= 0)
+--   ARGV[5]  sweep batch (> 0): at most this many expired holds / finished records per call
 --            (reserve, sweep and status do this upkeep; settle and release only touch their id)
 -- Money is integer nano-dollars (nUSD, 1e-9 USD) everywhere; times come from the server clock.
 
@@ -99,6 +99,16 @@ local function split_n(s, sep, n)
   local out = {string.match(s, pattern)}
   if out[1] == nil then return nil end
   return out
+end
+
+-- Whether any of the strings holds the hold record's field separator: an argument stored in
+-- a record must not, or it would shift every field after it (and the record, unreadable,
+-- could never be settled or released).
+local function has_fs(...)
+  for i = 1, select('#', ...) do
+    if string.find(select(i, ...), FS, 1, true) then return true end
+  end
+  return false
 end
 
 -- An integer as exact text: Lua would write 1.2345677552675e+14 or -0 (which HINCRBY and a

@@ -239,6 +239,7 @@ end
 -- what is malformed.
 local function instances(static, b_ids, b_values, r_ids, r_values)
   if not (static and b_ids and b_values and r_ids and r_values) then return nil, 'instances' end
+  if has_fs(b_ids, r_ids) then return nil, 'instance ids' end -- kept in the hold record
   local s, bad = static_configs(static)
   if not s then return nil, bad end
   local nb, nr = #s.budgets, #s.rates
@@ -278,13 +279,38 @@ local function instances(static, b_ids, b_values, r_ids, r_values)
   return p
 end
 
+-- HMGET of the budgets hash; beyond LOAD_BATCH fields (status reads every instance of the
+-- project, one per customer of a split budget) in several calls: unpack() cannot pass more
+-- than a few thousand values.
+local LOAD_BATCH = 1024
+local function hmget(fields)
+  local n = #fields
+  if n <= LOAD_BATCH then return redis.call('HMGET', K_BUDGETS, unpack(fields)) end
+  local v = {}
+  for first = 1, n, LOAD_BATCH do
+    local last = math.min(n, first + LOAD_BATCH - 1)
+    local part = redis.call('HMGET', K_BUDGETS, unpack(fields, first, last))
+    for j = 1, #part do v[first + j - 1] = part[j] end
+  end
+  return v
+end
+
+-- W(command, key, pairs...) for a flat list of pairs, in calls of at most LOAD_BATCH values
+-- (a request that matches thousands of limits would pass unpack() too many at once).
+local function write_pairs(command, key, pairs)
+  local n = #pairs
+  for first = 1, n, LOAD_BATCH do
+    W(command, key, unpack(pairs, first, math.min(n, first + LOAD_BATCH - 1)))
+  end
+end
+
 -- Load budget instances ({iid, spec or nil}) and rate instances ({iid, config or nil, the
 -- config a hold was reserved under or nil}) in one HMGET. Rate views are nil when gone.
 local function load(budgets, rates, fields)
   fields = fields or load_fields(budgets, rates)
   local bviews, rviews = {}, {}
   if #fields == 0 then return bviews, rviews end
-  local v = redis.call('HMGET', K_BUDGETS, unpack(fields))
+  local v = hmget(fields)
   for i, b in ipairs(budgets) do
     local j = 4 * (i - 1)
     bviews[i] = budget_view(b[1], b[2], v[j + 1], v[j + 2], v[j + 3], int(v[j + 4]), b[3])
@@ -371,8 +397,8 @@ local function store(bviews, rviews, more)
       index[#index + 1], index[#index + 2] = NOW_S + RATE_IDLE_CHECK_S, 'r|' .. view.iid
     end
   end
-  if #fields > 0 then W('HSET', K_BUDGETS, unpack(fields)) end
-  if #index > 0 then W('ZADD', K_BIDX, unpack(index)) end
+  write_pairs('HSET', K_BUDGETS, fields)
+  write_pairs('ZADD', K_BIDX, index)
 end
 
 -- Attribution: the day's usage hash has one field per attribution shape, named by its rows
@@ -429,8 +455,9 @@ local function begin(keys, argv)
     ARGV_HEAD = h
   end
   AUDIT_RETENTION_MS, USAGE_TTL_S, RETENTION_MS, SWEEP_BATCH = h[5], h[6], h[7], h[8]
-  BAD_HEAD = not (AUDIT_RETENTION_MS and AUDIT_RETENTION_MS > 0 and USAGE_TTL_S and RETENTION_MS
-    and SWEEP_BATCH and K_AHEAD and K_OVERRIDES)
+  BAD_HEAD = not (AUDIT_RETENTION_MS and AUDIT_RETENTION_MS > 0 and USAGE_TTL_S
+    and USAGE_TTL_S > 0 and RETENTION_MS and RETENTION_MS >= 0 and SWEEP_BATCH
+    and SWEEP_BATCH > 0 and K_AHEAD and K_OVERRIDES)
   HEAD_LOADED = false
   DENIAL_KEEP_MS = math.min(RETENTION_MS or 0, 3600000)
   local t = redis.call('TIME')

@@ -86,9 +86,15 @@ local function housekeeping(limit)
       end
     else
       local v = redis.call('HMGET', K_BUDGETS, iid, iid .. '|o')
-      local held = tonumber(string.match(v[1] or '', '^%d+:(%d+):')) or 0
+      local h, e = string.match(v[1] or '', '^%d+:(%d+):%d+:(%d+):')
+      local held, ends = tonumber(h) or 0, tonumber(e)
       local o = ovr_parse(v[2])
-      if held <= 0 and not (o and o.until_ms > NOW_MS) then
+      if ends == 0 then
+        -- Its period became "total" (a policy change) after it was indexed: it never ends.
+        W('ZREM', K_BIDX, iid)
+      elseif ends and ends * 1000 > NOW_MS then
+        W('ZADD', K_BIDX, ends, iid) -- indexed for a period it has left: look at its end
+      elseif held <= 0 and not (o and o.until_ms > NOW_MS) then
         if o then ovr_end(iid, o, 'override.expired', '', 'expired') end
         W('HDEL', K_BUDGETS, iid, iid .. '|c', iid .. '|o', iid .. '|f')
         W('ZREM', K_BIDX, iid)

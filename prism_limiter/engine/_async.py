@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -79,6 +79,8 @@ class AsyncLimiter(BaseLimiter):
     def __init__(self, client: Any, namespace: str = "prism", **kwargs: Any) -> None:
         super().__init__(client, namespace, **kwargs)
         self._background: set[asyncio.Future[Any]] = set()
+        # Abandons still in flight, by (project, id): a reserve of the same id waits for its own.
+        self._abandoning: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def _io(self, request: Request) -> Any:
         try:
@@ -199,21 +201,39 @@ class AsyncLimiter(BaseLimiter):
     async def _reserve(
         self, op: Op[Held], project: str, rid: str, *, raise_denial: bool
     ) -> AsyncReservation:
+        pending = self._abandoning.get((project, rid))
+        if pending is not None:
+            # A reserve of this id was cancelled in flight and its abandon has not landed yet
+            # (a caller retrying with its own id): sent now, this reserve could take a hold
+            # that the abandon then releases under it. It goes after, and finds the id ended.
+            await asyncio.wait((pending,))
         mark = _cancel_mark()
         try:
             held = await self._run(op)
         except asyncio.CancelledError:
             # Cancelled at an await of the op: its arguments were valid, and its reserve may
             # have run, may still run or never will. Abandoning the id settles all three.
-            self._track(asyncio.ensure_future(self._run(self._core.abandon(project, rid))))
+            self._abandon(project, rid)
             raise
         if _swallowed(mark):
-            if held.allowed and not held.finished:
-                self._track(asyncio.ensure_future(self._run(self._core.abandon(project, rid))))
+            if held.allowed and not held.finished and not held.degraded:
+                self._abandon(project, rid)
             raise asyncio.CancelledError
         if raise_denial and not held.allowed:
             raise_for(held.decision)
         return AsyncReservation(self, held)
+
+    def _abandon(self, project: str, rid: str) -> None:
+        key = (project, rid)
+        future = asyncio.ensure_future(self._run(self._core.abandon(project, rid)))
+        self._abandoning[key] = future
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if self._abandoning.get(key) is f:
+                del self._abandoning[key]
+
+        future.add_done_callback(done)
+        self._track(future)
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._background.add(future)
@@ -237,13 +257,13 @@ class AsyncLimiter(BaseLimiter):
     ) -> Settlement:
         """Settle a reservation from any process; idempotent (see ``Limiter.settle``)."""
         tokens = usage_of(usage, counts)
-        return await self._run(
-            self._core.settle(project, reservation_id, tokens, model=model, tags=tags)
+        return await self._finishing(
+            lambda: self._core.settle(project, reservation_id, tokens, model=model, tags=tags)
         )
 
     async def release(self, project: str, reservation_id: str) -> bool:
         """Return a hold from any process; True if this call released it (idempotent)."""
-        return await self._run(self._core.release(project, reservation_id))
+        return await self._finishing(lambda: self._core.release(project, reservation_id))
 
     async def sweep(self, project: str) -> int:
         """Expire overdue holds now; the scripts also do it lazily. Returns how many expired."""
@@ -357,29 +377,37 @@ class AsyncLimiter(BaseLimiter):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def _finishing(self, make: Callable[[], Op[T]], held: Held | None = None) -> T:
+        """Run a settle or release (``make`` builds the op) in the caller's task; if the
+        caller is cancelled while it is in flight, it may or may not have run: running it
+        again books or frees it exactly once (the scripts are idempotent by id), so it is
+        finished in the background, and aclose() waits for it. A ``held`` reservation is
+        then the background call's: leaving its block does not release it meanwhile (the
+        room a release frees could be taken before a settle books the spend)."""
+        mark = _cancel_mark()
+        try:
+            result = await self._run(make())
+        except asyncio.CancelledError:
+            if held is not None:
+                held.finished = True
+            self._track(asyncio.ensure_future(self._run(make())))
+            raise
+        if _swallowed(mark):
+            raise asyncio.CancelledError  # done; the caller still learns it was cancelled
+        return result
+
     async def _settle_held(
         self, held: Held, usage: TokenUsage, estimate: bool = False
     ) -> Settlement:
-        def op() -> Op[Settlement]:
-            return self._core.settle(
+        return await self._finishing(
+            lambda: self._core.settle(
                 held.project, held.reservation_id, usage, held=held, estimate=estimate
-            )
-
-        mark = _cancel_mark()
-        try:
-            booked = await self._run(op())
-        except asyncio.CancelledError:
-            # The settle may or may not have run; settling again books it exactly once (the
-            # script is idempotent by id), so it is finished in the background. aclose()
-            # waits for it.
-            self._track(asyncio.ensure_future(self._run(op())))
-            raise
-        if _swallowed(mark):
-            raise asyncio.CancelledError  # booked; the caller still learns it was cancelled
-        return booked
+            ),
+            held,
+        )
 
     async def _release_held(self, held: Held) -> bool:
-        return await self._run(self._core.release_held(held))
+        return await self._finishing(lambda: self._core.release_held(held), held)
 
     async def _release_shielded(self, held: Held) -> bool:
         """Release even while the calling task is being cancelled."""

@@ -71,8 +71,20 @@ def make_client(
     if scheme == "memory":
         import fakeredis  # noqa: PLC0415 - only the embedded mode pays for importing it
 
-        cls = fakeredis.FakeAsyncRedis if asyncio else fakeredis.FakeRedis
-        return cls(server=_fake_server(url))
+        # A blocking pool, as for redis://: a burst beyond max_connections waits for a
+        # connection (up to 20 s) instead of failing with "Too many connections".
+        server = _fake_server(url)
+        if asyncio:
+            return fakeredis.FakeAsyncRedis(
+                server=server,
+                max_connections=max_connections,
+                connection_pool_class=AsyncBlockingConnectionPool,
+            )
+        return fakeredis.FakeRedis(
+            server=server,
+            max_connections=max_connections,
+            connection_pool_class=BlockingConnectionPool,
+        )
     opts = _options(socket_timeout, retries)
     n = opts.pop("_retries")
     if asyncio:

@@ -60,9 +60,19 @@ class BaseLimiter:
             ("max_projects", max_projects),
             ("breaker_failures", breaker_failures),
             ("audit_retention_days", audit_retention_days),
+            # 0 would expire each day's attribution as it is written
+            ("usage_retention_days", usage_retention_days),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequest(f"{label} must be a positive int, got {value!r}")
+        if (
+            isinstance(record_retention_s, bool)
+            or not isinstance(record_retention_s, int)
+            or record_retention_s < 0
+        ):
+            raise InvalidRequest(
+                f"record_retention_s must be an int >= 0, got {record_retention_s!r}"
+            )
         _validate.seconds("breaker_cooldown_s", breaker_cooldown_s, maximum=3600)
         durability = _durability(client, durable_replicas, durable_timeout_s)
         self._client = client

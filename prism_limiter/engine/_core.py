@@ -13,7 +13,7 @@ from prism_limiter.audit import _ops as _audit_ops
 from prism_limiter.audit._chain import AuditVerification
 from prism_limiter.engine import _overrides, _validate
 from prism_limiter.engine._core_base import CoreBase, EvictingRedis, FailureMode, Held, Settings
-from prism_limiter.engine._keys import LS
+from prism_limiter.engine._keys import FS, LS
 from prism_limiter.engine._protocol import Command, Op, as_int, text
 from prism_limiter.engine._records import (
     BudgetState,
@@ -126,9 +126,12 @@ class LimiterCore(ReserveOps, SettleOps):
         yield from self._preflight(project)
         rules = yield from self.rules(project)
         modes = {b.id: b.mode for b in rules.policy.budgets} if rules.policy else {}
+        # Each budget's cap and period as the policy has them now: an instance's stored copy
+        # follows a change only with its next reserve, status reports what that will enforce.
+        configs = LS.join(f"{cap}{FS}{spec}" for cap, spec in map(rules.cap_and_spec, modes))
         # Status writes only housekeeping (overdue holds swept), which the next call redoes if
         # a failover lost it: it is not a write durable_replicas waits for.
-        reply = yield self._script("status", project, [LS.join(modes)], writes=False)
+        reply = yield self._script("status", project, [LS.join(modes), configs], writes=False)
         self._check_reply(reply)
         return budget_states(reply, modes)
 

@@ -192,6 +192,13 @@ def record_model(raw: Any) -> str | None:
     return fields[4] or None if len(fields) > 4 else None
 
 
+def abandoned(raw: Any) -> bool:
+    """Whether a stored hold record ends an id abandoned before its reserve ran (release.lua
+    "a": released, naming no model); settle.lua books such an id like an unknown one."""
+    fields = text(raw).split(FS)
+    return len(fields) > 4 and fields[0] == "R" and not fields[4]
+
+
 def settlement(rid: str, reply: list[Any]) -> Settlement:
     """The outcome of a settle reply."""
     _, cost_n, hold_n, first, before, over = reply

@@ -49,7 +49,14 @@ class _ReservationBase:
     @property
     def open(self) -> bool:
         """True while the hold is live (not settled, released, denied or degraded)."""
-        return self._held.allowed and not self._held.finished
+        held = self._held
+        return held.allowed and not held.finished and not held.degraded
+
+    def _unsettled(self) -> bool:
+        """Whether leaving the block now has something to do: a live hold, or a degraded
+        reservation (taken without Redis) not settled yet, whose estimate is still to book."""
+        held = self._held
+        return held.allowed and not held.finished
 
     def _log_estimate(self) -> None:
         logger.warning(
@@ -91,12 +98,14 @@ class Reservation(_ReservationBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self.open:
+        if not self._unsettled():
             return
         if exc_type is None:
             self._log_estimate()
             self._limiter._settle_held(self._held, estimate_usage(self._held), estimate=True)
             return
+        if self._held.degraded:
+            return  # no hold this worker knows of to give back
         try:
             self.release()
         except PrismLimiterError as err:  # the lease still expires it; never mask the original
@@ -129,12 +138,14 @@ class AsyncReservation(_ReservationBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self.open:
+        if not self._unsettled():
             return
         if exc_type is None:
             self._log_estimate()
             await self._limiter._settle_held(self._held, estimate_usage(self._held), estimate=True)
             return
+        if self._held.degraded:
+            return  # no hold this worker knows of to give back
         try:
             await self._limiter._release_shielded(self._held)
         except PrismLimiterError as err:

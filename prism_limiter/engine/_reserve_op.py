@@ -135,7 +135,7 @@ class ReserveOps(CoreBase):
                 degraded=True,
                 message=f"allowed without a budget check: {exc}",
             )
-        held = Held(
+        return Held(
             req.project,
             req.reservation_id,
             req.model,
@@ -146,5 +146,3 @@ class ReserveOps(CoreBase):
             [],
             decision,
         )
-        held.finished = True
-        return held

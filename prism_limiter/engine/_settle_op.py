@@ -12,6 +12,7 @@ from prism_limiter.engine._records import (
     Settlement,
 )
 from prism_limiter.engine._replies import (
+    abandoned,
     record_model,
     settlement,
 )
@@ -84,6 +85,8 @@ class SettleOps(CoreBase):
                 raise
             price = held.price if held is not None else None
             cost = nano_to_usd(price.cost_nano(usage)) if price else 0.0
+            if held is not None:
+                held.finished = True  # logged for a replay: the block's exit books nothing more
             booked = Settlement(
                 reservation_id=rid,
                 cost_usd=cost,
@@ -124,7 +127,7 @@ class SettleOps(CoreBase):
         yield from self._preflight(project)
         if model is None:
             raw = yield Command(("HGET", self.keys(project).prefix + "holds", rid))
-            if raw is None:
+            if raw is None or abandoned(raw):
                 raise InvalidRequest(
                     f"reservation {rid!r} is unknown in project {project!r}; pass model= (and"
                     " tags=) to book it anyway"
@@ -172,6 +175,7 @@ class SettleOps(CoreBase):
                 f"this reservation was denied ({held.decision.reason}): there is nothing to release"
             )
         if held.degraded:
+            held.finished = True  # nothing to give back (a block left now charges nothing)
             return False
         released = yield from self.release(held.project, held.reservation_id)
         held.finished = True

@@ -251,6 +251,11 @@ class ProjectRules:
             )
         return shape
 
+    def cap_and_spec(self, budget: str) -> tuple[int, str]:
+        """A budget's cap (nUSD) and period spec as the scripts take them."""
+        cap, _, spec = self._caps[budget]
+        return cap, spec
+
     def budget_instance(self, budget: str, split_value: str | None) -> tuple[str, str]:
         """Instance id and label of one budget instance named by a caller (overrides)."""
         match = (

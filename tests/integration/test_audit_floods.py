@@ -112,3 +112,31 @@ def test_retention_is_by_time_never_by_count(redis_url: str, rclient: Any) -> No
     lim.close()
     with pytest.raises(InvalidRequest):
         Limiter.from_url(redis_url, audit_retention_days=0)
+
+
+def test_a_retention_longer_than_the_epoch_keeps_everything(redis_url: str, rclient: Any) -> None:
+    """A retention of a century (longer than the server clock's age: the trim bound would be
+    before 1970) trims nothing and fails nothing: every decision is still written."""
+    lim = Limiter.from_url(redis_url, audit_retention_days=36_500)
+    lim.apply_policy(POLICY)
+    lim.try_reserve("p", "gpt-4o", est_tokens=1000)
+    assert [e["event"] for e in audit(rclient, "p")] == ["policy.applied", "budget.blocked"]
+    lim.close()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"usage_retention_days": 0},
+        {"usage_retention_days": -1},
+        {"usage_retention_days": 1.5},
+        {"record_retention_s": -1},
+        {"record_retention_s": "1"},
+    ],
+    ids=repr,
+)
+def test_retention_settings_are_checked(redis_url: str, setting: dict[str, Any]) -> None:
+    """A usage retention of 0 days would expire each day's attribution as it is written: the
+    settings are refused, like an audit retention of 0."""
+    with pytest.raises(InvalidRequest):
+        Limiter.from_url(redis_url, **setting)

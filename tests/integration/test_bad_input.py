@@ -6,9 +6,11 @@ from functools import partial
 from typing import Any
 
 import pytest
+import redis
 from _helpers import keyspace
 
-from prism_limiter import InvalidRequest, Policy, TokenUsage
+from prism_limiter import InvalidRequest, Limiter, Policy, TokenUsage
+from prism_limiter.engine._protocol import Request, Script
 
 pytestmark = pytest.mark.usefixtures("rclient")
 
@@ -258,3 +260,108 @@ def test_apply_policy_takes_a_policy(
     with pytest.raises(InvalidRequest, match=r"Policy\.from_toml"):
         limiter.apply_policy(not_a_policy)
     assert keyspace(rclient) == before
+
+
+class _Recording(Limiter):
+    """Keeps the last script call of each name, to send it again with one argument changed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: dict[str, Script] = {}
+
+    def _io(self, request: Request) -> Any:
+        if isinstance(request, Script):
+            self.sent[request.name] = request
+        return super()._io(request)
+
+    def raw(self, name: str, changes: dict[int, str]) -> list[Any]:
+        """The recorded ``name`` call again, ARGV[i] (1-based) replaced for each change."""
+        sent = self.sent[name]
+        args = [str(a) for a in sent.args]
+        for i, value in changes.items():
+            args[i - 1] = value
+        reply: list[Any] = self._scripts(name, sent.keys, args)
+        return reply
+
+
+SPLIT_POLICY = """
+[projects.p]
+allow_models = ["*"]
+[[projects.p.budgets]]
+id = "per-customer"
+usd = 1
+split_by = "customer"
+[[projects.p.rate_limits]]
+id = "slots"
+max_concurrent = 10
+split_by = "customer"
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "value"),
+    [
+        ("reserve", 11, "gpt-4o\x1fmini"),  # model
+        ("reserve", 12, '{"customer":"a\x1fb"}'),  # tags
+        ("reserve", 13, "total\x1fmodel=x"),  # attribution rows
+        ("reserve", 18, "per-customer=a\x1fb"),  # budget instance ids
+        ("reserve", 20, "r:slots=a\x1fb"),  # rate-limit instance ids
+        ("settle", 13, "gpt-4o\x1fmini"),  # an unknown id's model
+        ("settle", 14, '{"customer":"a\x1fb"}'),
+        ("settle", 15, "total\x1fmodel=x"),
+        ("settle", 17, "per-customer=a\x1fb"),
+    ],
+    ids=repr,
+)
+def test_a_separator_inside_a_stored_argument_is_refused(
+    redis_url: str, rclient: Any, name: str, argv: int, value: str
+) -> None:
+    """The hold record joins its fields with \\x1f: a script argument that would be stored in
+    it holding one would shift every field after it, and the record, unreadable, could never
+    be settled or released (its hold held for good). The scripts refuse it; nothing changes."""
+    lim = _Recording(redis.Redis.from_url(redis_url))
+    lim.apply_policy(Policy.from_toml(SPLIT_POLICY))
+    tags = {"customer": "acme"}
+    lim.reserve("p", "gpt-4o-mini", est_tokens=10, tags=tags).settle(
+        input_tokens=1, output_tokens=1
+    )
+    lim.settle("p", "never-reserved", input_tokens=1, output_tokens=1, model="gpt-4o", tags=tags)
+    before = keyspace(rclient)
+    rid = 7 if name == "reserve" else 6
+    reply = lim.raw(name, {rid: "fresh-id", argv: value})
+    assert reply[0] == b"badargs"
+    assert keyspace(rclient) == before
+    lim.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "value"),
+    [
+        ("reserve", 3, "0"),  # usage TTL: EXPIRE 0 would delete the day's attribution
+        ("reserve", 3, "-5"),
+        ("reserve", 4, "-1"),  # record retention
+        ("reserve", 5, "0"),  # sweep batch: ZRANGE ... LIMIT 0 -1 has no bound at all
+        ("reserve", 5, "-1"),
+        ("settle", 3, "0"),
+        ("release", 5, "-1"),
+    ],
+    ids=repr,
+)
+def test_a_head_out_of_range_is_refused(
+    redis_url: str, rclient: Any, name: str, argv: int, value: str
+) -> None:
+    """The common head's numbers must be in range, not only integers: the scripts refuse a
+    usage TTL, record retention or sweep batch that would delete or scan everything."""
+    lim = _Recording(redis.Redis.from_url(redis_url))
+    lim.apply_policy(Policy.from_toml(SPLIT_POLICY))
+    tags = {"customer": "acme"}
+    lim.reserve("p", "gpt-4o-mini", est_tokens=10, tags=tags).release()
+    lim.reserve("p", "gpt-4o-mini", est_tokens=10, tags=tags).settle(
+        input_tokens=1, output_tokens=1
+    )
+    before = keyspace(rclient)
+    rid = 7 if name == "reserve" else 6
+    reply = lim.raw(name, {rid: "fresh-id", argv: value})
+    assert reply[0] == b"badargs"
+    assert keyspace(rclient) == before
+    lim.close()

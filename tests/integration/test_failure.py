@@ -136,3 +136,30 @@ def test_breaker_fails_fast_then_probes() -> None:
         lim.reserve("p", "gpt-4o", est_tokens=1)  # a probe went to Redis
     with pytest.raises(BackendUnavailable, match="circuit open"):
         lim.reserve("p", "gpt-4o", est_tokens=1)
+
+
+def test_a_degraded_reservation_left_without_a_settle_is_corrected_by_a_later_one(
+    redis_url: str, rclient: Any
+) -> None:
+    """A reservation taken degraded and left without a settle is charged its estimate (as an
+    id Redis never saw); a real settle by id afterwards books the difference once, as it does
+    for any charged estimate, instead of being answered with the estimate."""
+    lim = Limiter.from_url(redis_url, socket_timeout=0.2, retries=0, failure_mode="open")
+    lim.apply_policy(Policy.from_toml(POLICY))
+    lim.reserve("p", "gpt-4o", est_tokens=1).release()
+    rclient.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # scripts wait
+    try:
+        r = lim.reserve("p", "gpt-4o", est_tokens=1000, max_output_tokens=100, tags={"team": "a"})
+    finally:
+        rclient.execute_command("CLIENT", "UNPAUSE")
+    assert r.decision.degraded
+    with r:
+        pass  # no settle: the estimate is charged
+    s = lim.settle("p", r.id, input_tokens=10, output_tokens=1)
+    assert s.first and s.late
+    usage = lim.usage("p")
+    assert usage.total.requests == 1
+    assert usage.total.input_tokens == 10 and usage.total.output_tokens == 1
+    assert usage.total.cost_usd == pytest.approx(s.cost_usd)
+    again = lim.settle("p", r.id, input_tokens=10, output_tokens=1)
+    assert not again.first and lim.usage("p").total.cost_usd == pytest.approx(s.cost_usd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _helpers import audit, keyspace, rate_state
+from _helpers import audit, budget_state, keyspace, rate_state
 
 from prism_limiter import InvalidRequest, Policy, decision_headers
 
@@ -175,3 +175,67 @@ def test_headers_mean_the_same_on_200_and_429(limiter: Any) -> None:
         limiter.reserve("h", "flat", est_tokens=1, max_output_tokens=0).decision
     )
     assert after["X-Prism-Warning"] == "b>=0.5"
+
+
+DAILY = """
+[projects.d]
+allow_models = ["*"]
+[[projects.d.budgets]]
+id = "day"
+usd = 1.0
+period = "day"
+on_expiry = "charge"
+"""
+
+
+def _as_of_yesterday(rclient: Any, rid: str) -> None:
+    """Move a booking to the day before: the budget's period, and the time the record ended
+    (what a correction after midnight finds)."""
+    budgets, holds = "prism:{d}:budgets", "prism:{d}:holds"
+    spent, held, start, end, warned, nxt = rclient.hget(budgets, "day").decode().split(":")
+    day = int(end) - int(start)
+    hot = f"{spent}:{held}:{int(start) - day}:{start}:{warned}:{nxt}"
+    rclient.hset(budgets, "day", hot)
+    rec = rclient.hget(holds, rid).decode().split("\x1f")
+    rec[12] = str(int(rec[12]) - day * 1000)  # R_FINISHED (ms)
+    rclient.hset(holds, rid, "\x1f".join(rec))
+
+
+@pytest.mark.parametrize("ended", ["estimate", "expired"])
+def test_a_correction_of_a_closed_period_refunds_nothing_from_the_new_one(
+    limiter: Any, rclient: Any, ended: str
+) -> None:
+    """A hold charged in full yesterday (its estimate, or its expiry) and settled after
+    midnight for less: yesterday's period is closed, so the refund must not come out of
+    today's spend, which would then understate it and let today go past its cap."""
+    import time
+
+    limiter.apply_policy(Policy.from_toml(DAILY))
+    if ended == "estimate":
+        with limiter.reserve("d", "gpt-4o-mini", est_tokens=10_000, max_output_tokens=0) as r:
+            pass  # left without a settle: the estimate is charged
+    else:
+        r = limiter.reserve("d", "gpt-4o-mini", est_tokens=10_000, max_output_tokens=0, ttl_s=0.001)
+        time.sleep(0.01)
+        assert limiter.sweep("d") == 1
+    _as_of_yesterday(rclient, r.id)
+    today = limiter.reserve("d", "gpt-4o-mini", est_tokens=1000, max_output_tokens=0)
+    today.settle(input_tokens=1000, output_tokens=0)
+    assert budget_state(rclient, "d", "day")["spent"] == 150_000
+    late = limiter.settle("d", r.id, input_tokens=0, output_tokens=0)  # it cost nothing
+    assert late.first and late.cost_usd == 0
+    assert budget_state(rclient, "d", "day")["spent"] == 150_000
+
+
+def test_status_reports_the_cap_and_period_in_force(limiter: Any) -> None:
+    """A cap raised (or a period changed) by a policy change shows in status at once, not
+    only after the instance's next reserve: status answers what the next reserve enforces."""
+    doc = "[projects.s]\nallow_models=['*']\n[[projects.s.budgets]]\nid='b'\nusd={}\nperiod='{}'\n"
+    limiter.apply_policy(Policy.from_toml(doc.format(1, "month")))
+    s = limiter.reserve("s", "gpt-4o", est_tokens=1000).settle(input_tokens=1000, output_tokens=0)
+    limiter.apply_policy(Policy.from_toml(doc.format(2, "day")))
+    [state] = limiter.status("s")
+    assert state.cap_usd == 2 and state.spent_usd == s.cost_usd
+    assert state.remaining_usd == pytest.approx(2 - s.cost_usd)
+    assert state.resets_at is not None and state.period_start is not None
+    assert (state.resets_at - state.period_start).days == 1

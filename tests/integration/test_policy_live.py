@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _helpers import audit
+from _helpers import audit, spent_nano
 
 from prism_limiter import BudgetExceeded, ModelNotAllowed, Policy
 
@@ -131,3 +131,28 @@ def test_remove_policy_removes_one_project(make_limiter: Any, rclient: Any) -> N
     lim.reserve("b", "gpt-4o-mini", est_tokens=1).release()
     [removed] = audit(rclient, "a", "policy.removed")
     assert removed["reason"] == "defaults"
+
+
+def test_a_budget_changed_to_total_keeps_its_spend_past_the_old_period_end(
+    limiter: Any, rclient: Any
+) -> None:
+    """A monthly budget made "total" keeps what it has spent. Its instance was indexed for
+    housekeeping at the end of the month; when that time comes, housekeeping must not drop
+    the instance (and with it the spend) as if a month had ended."""
+    budget = (
+        "[projects.p]\nallow_models=['*']\n[[projects.p.budgets]]\nid='b'\nusd=1\nperiod='{}'\n"
+    )
+    limiter.apply_policy(Policy.from_toml(budget.format("month")))
+    limiter.reserve("p", "gpt-4o-mini", est_tokens=1000, max_output_tokens=0).settle(
+        input_tokens=1000, output_tokens=0
+    )
+    limiter.apply_policy(Policy.from_toml(budget.format("total")))
+    limiter.reserve("p", "gpt-4o-mini", est_tokens=1000, max_output_tokens=0).settle(
+        input_tokens=1000, output_tokens=0
+    )
+    assert spent_nano(rclient, "p", "b") == 2 * 150_000
+    rclient.zadd("prism:{p}:bidx", {"b": 1})  # the end of that month has come
+    [state] = limiter.status("p")  # housekeeping runs first
+    assert state.spent_usd == pytest.approx(2 * 150_000 / 1e9)
+    assert spent_nano(rclient, "p", "b") == 2 * 150_000
+    assert rclient.zscore("prism:{p}:bidx", "b") is None  # a total never ends: not indexed

@@ -257,3 +257,50 @@ def test_price_override_replaces_genai_prices(limiter: Any, rclient: Any) -> Non
     r = limiter.reserve("p", "gpt-4o", est_tokens=1_000_000, max_output_tokens=1_000_000)
     assert r.decision.hold_usd == pytest.approx(3.0)
     assert r.settle(input_tokens=500_000, output_tokens=0).cost_usd == pytest.approx(0.5)
+
+
+def test_status_of_thousands_of_split_instances(redis_url: str, rclient: Any) -> None:
+    """A budget split by customer has an instance per customer: status reports 3000 of them
+    (more values than one Lua unpack can pass to a command)."""
+    from prism_limiter import Limiter
+
+    lim = Limiter.from_url(redis_url)
+    lim.apply_policy(
+        Policy.from_toml(
+            "[projects.p]\nallow_models=['*']\n[[projects.p.budgets]]\nid='per-customer'\n"
+            "usd=1\nsplit_by='customer'\n"
+        )
+    )
+    for i in range(3000):
+        lim.reserve(
+            "p", "gpt-4o-mini", est_tokens=10, max_output_tokens=0, tags={"customer": f"c{i}"}
+        )
+    states = lim.status("p")
+    assert len(states) == 3000
+    assert {s.split_value for s in states} == {f"c{i}" for i in range(3000)}
+    assert all(s.held_usd == pytest.approx(10 * 0.15 / 1e6) for s in states)
+    lim.close()
+
+
+def test_a_request_matching_thousands_of_limits(redis_url: str, rclient: Any) -> None:
+    """1100 budgets and 1100 rate limits all matching one request (a generated policy): one
+    reserve writes more values than one Lua unpack can pass to a command; it holds on every
+    one, and the settle books every one."""
+    from prism_limiter import Limiter
+
+    n = 1100
+    doc = "[projects.p]\nallow_models=['*']\n" + "".join(
+        f"[[projects.p.budgets]]\nid='b{i}'\nusd=1\n"
+        f"[[projects.p.rate_limits]]\nid='r{i}'\nmax_concurrent=5\n"
+        for i in range(n)
+    )
+    lim = Limiter.from_url(redis_url)
+    lim.apply_policy(Policy.from_toml(doc))
+    r = lim.reserve("p", "gpt-4o-mini", est_tokens=1000, max_output_tokens=0)
+    assert len(r.decision.budgets) == n
+    assert all(held_nano(rclient, "p", f"b{i}") == 150_000 for i in range(n))
+    r.settle(input_tokens=1000, output_tokens=0)
+    states = lim.status("p")
+    assert len(states) == n and all(s.spent_usd == pytest.approx(150_000 / 1e9) for s in states)
+    assert all(s.held_usd == 0 for s in states)
+    lim.close()

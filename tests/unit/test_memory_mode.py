@@ -54,3 +54,23 @@ def test_async_memory_mode() -> None:
         await lim.aclose()
 
     asyncio.run(main())
+
+
+def test_a_burst_beyond_the_pool_size_waits_for_a_connection() -> None:
+    """memory:// under a burst of 300 concurrent requests (more than a pool holds): like
+    redis://, callers wait for a connection instead of failing with "Too many connections"."""
+
+    async def main() -> None:
+        lim = AsyncLimiter.from_url(_url())
+        await lim.apply_policy(POLICY)
+
+        async def one() -> None:
+            async with lim.reserve("p", "gpt-4o", est_tokens=1, max_output_tokens=1) as r:
+                await r.settle(input_tokens=1, output_tokens=1)
+
+        await asyncio.gather(*(one() for _ in range(300)))
+        [status] = await lim.status("p")
+        assert status.held_usd == 0 and status.spent_usd > 0
+        await lim.aclose()
+
+    asyncio.run(main())
