@@ -177,7 +177,10 @@ def profile(r: dict[str, Any]) -> list[str]:
         for stage in s["stages"]:
             us = stage["us"]
             rows.append(
-                [f"{script}: {stage['stage']}", float("nan") if us is None else us - p["mark_us"]]
+                [
+                    f"{script}: {stage['stage']}",
+                    float("nan") if us is None else max(0.0, us - p["mark_us"]),
+                ]
             )
         rows.append([f"{script}: all, as shipped", s["fcall_us"]])
     head = f"server us by stage, {p['limits']} limits (lua_profile, one mark's cost removed)"
