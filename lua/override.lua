@@ -1,5 +1,5 @@
 -- override.lua: grant, revoke or list approved, expiring raises of a budget instance's cap.
--- needs: common audit period rate overrides state upkeep
+-- needs: common audit period rate overrides instances state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.

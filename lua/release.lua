@@ -1,5 +1,5 @@
 -- release.lua: return a reservation's hold unspent; idempotent, never releases twice.
--- needs: common audit period rate overrides state upkeep
+-- needs: common audit period rate overrides instances state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.

@@ -1,5 +1,5 @@
 -- reserve.lua: check model policy and every matching budget, then hold the estimate; atomic.
--- needs: common audit period rate overrides state upkeep
+-- needs: common audit period rate overrides instances state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.
@@ -14,7 +14,7 @@
 --   ARGV[13] attribution rows, joined by \30
 --   ARGV[14] estimated input tokens;  ARGV[15] max output tokens
 --   ARGV[16] flags: "u" when the price is unknown and allowed at cost 0 (audited)
---   ARGV[17..21] the matched budget and rate-limit instances (instances() in lib/state.lua):
+--   ARGV[17..21] the matched budget and rate-limit instances (instances() in lib/instances.lua):
 --            their configs (the same for every request of a shape), the budget instance ids,
 --            the budgets' split values, the rate-limit instance ids and split values. A budget:
 --            id, cap (nUSD), thresholds "nUSD:fraction,...", period spec, on expiry ("1"

@@ -1,5 +1,5 @@
 -- settle.lua: book the actual cost of a reservation, refund its unused hold; idempotent.
--- needs: common audit period rate overrides state upkeep
+-- needs: common audit period rate overrides instances state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.

@@ -1,5 +1,5 @@
 -- status.lua: every budget instance of the project, with its period brought to the server clock.
--- needs: common audit period rate overrides state upkeep
+-- needs: common audit period rate overrides instances state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head.

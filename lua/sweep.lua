@@ -1,5 +1,5 @@
 -- sweep.lua: expire overdue holds now (scripts also do this lazily, a batch per call).
--- needs: common audit period rate overrides state upkeep
+-- needs: common audit period rate overrides instances state upkeep
 --
 -- KEYS: the common twelve (lib/common.lua).
 -- ARGV[1..5]: the common head (ARGV[5] is the batch for this call).

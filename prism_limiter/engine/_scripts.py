@@ -49,7 +49,7 @@ NAMES = (
     "sweep",
 )
 _NEEDS = re.compile(r"^-- needs: (.*)$", re.MULTILINE)
-_LIBS = ("common", "audit", "period", "rate", "overrides", "state", "upkeep")
+_LIBS = ("common", "audit", "period", "rate", "overrides", "instances", "state", "upkeep")
 
 
 def lua_dir() -> Path:

@@ -60,7 +60,7 @@ def pack_instances(
     budgets: list[BudgetMatch], limits: list[RateMatch]
 ) -> tuple[str, str, str, str, str]:
     """The instances a request matched as the scripts take them (``instances()`` in
-    ``lua/lib/state.lua``): the configs (budgets joined by GS, RS, rate limits joined by GS;
+    ``lua/lib/instances.lua``): the configs (budgets joined by GS, RS, rate limits joined by GS;
     the same string for every split value, so the scripts keep its parse), then the budget
     instance ids (LS), their split values (GS), the rate-limit ids and split values."""
     configs = GS.join(b.config() for b in budgets) + RS + GS.join(r.config() for r in limits)
