@@ -24,6 +24,19 @@ local function parse_items(part, width)
   return items
 end
 
+-- One instance as instances() gives it: its config (id, label, stored config form), its
+-- entry for load() and the fields load() reads for it.
+local function budget_instance(b, iid, name)
+  local cfg = {iid = iid, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
+    charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
+  return {cfg, {iid, b.spec, cfg}, {iid, iid .. '|c', iid .. '|o', iid .. '|f'}}
+end
+
+local function rate_instance(r, iid, name)
+  return {{iid = iid, name = name, raw = r.raw, shadow = r.shadow}, {iid, r.raw, nil},
+    {iid, iid .. '|cfg'}}
+end
+
 local function static_configs(block)
   local hit = STATIC[block]
   if hit then return hit end
@@ -43,10 +56,7 @@ local function static_configs(block)
     end
     b.cold_head = table.concat({I(b.cap), b.thresholds, b.spec, ''}, FS) -- |c before the label
     -- The instance of a budget that is not split is the same on every call: built once.
-    local name = b.id .. LS
-    local cfg = {iid = b.id, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
-      charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
-    b.whole = {cfg, {b.id, b.spec, cfg}, {b.id, b.id .. '|c', b.id .. '|o', b.id .. '|f'}}
+    b.whole = budget_instance(b, b.id, b.id .. LS)
     p.budgets[i], p.flags[i] = b, b.charge
   end
   for i, f in ipairs(rs) do
@@ -54,9 +64,7 @@ local function static_configs(block)
     if not (r.id ~= '' and rate_cfg(r.raw) and (f[3] == 'e' or r.shadow)) then
       return nil, 'rate ' .. i
     end
-    local iid = 'r:' .. r.id
-    r.whole = {{iid = iid, name = r.id .. LS, raw = r.raw, shadow = r.shadow}, {iid, r.raw, nil},
-      {iid, iid .. '|cfg'}}
+    r.whole = rate_instance(r, 'r:' .. r.id, r.id .. LS)
     p.rates[i], p.rcfgs[i] = r, r.raw
   end
   p.flags, p.rcfgs = table.concat(p.flags), table.concat(p.rcfgs, LS)
@@ -101,31 +109,23 @@ local function instances(static, b_ids, b_values, r_ids, r_values)
     rids = r_ids, flags = s.flags, rcfgs = s.rcfgs}
   for i, b in ipairs(s.budgets) do
     local iid, value = ids[i], values[i] or ''
-    if value == '' and iid == b.id then
-      local whole = b.whole
-      p.configs[i], p.budgets[i] = whole[1], whole[2]
-      append(p.fields, whole[3])
-    else
+    local one = b.whole
+    if not (value == '' and iid == b.id) then
       if iid == '' then return nil, 'budget ' .. i end
-      local name = b.id .. LS .. value
-      local cfg = {iid = iid, name = name, cap = b.cap, thresholds = b.thresholds, spec = b.spec,
-        charge = b.charge, shadow = b.shadow, cold = b.cold_head .. name}
-      p.configs[i], p.budgets[i] = cfg, {iid, b.spec, cfg}
-      append(p.fields, {iid, iid .. '|c', iid .. '|o', iid .. '|f'})
+      one = budget_instance(b, iid, b.id .. LS .. value)
     end
+    p.configs[i], p.budgets[i] = one[1], one[2]
+    append(p.fields, one[3])
   end
   for i, r in ipairs(s.rates) do
     local iid, value = rids[i], rvalues[i] or ''
-    local whole = r.whole
-    if value == '' and iid == whole[1].iid then
-      p.rconfigs[i], p.rates[i] = whole[1], whole[2]
-      append(p.fields, whole[3])
-    else
+    local one = r.whole
+    if not (value == '' and iid == one[1].iid) then
       if iid == '' then return nil, 'rate ' .. i end
-      p.rconfigs[i] = {iid = iid, name = r.id .. LS .. value, raw = r.raw, shadow = r.shadow}
-      p.rates[i] = {iid, r.raw, nil}
-      append(p.fields, {iid, iid .. '|cfg'})
+      one = rate_instance(r, iid, r.id .. LS .. value)
     end
+    p.rconfigs[i], p.rates[i] = one[1], one[2]
+    append(p.fields, one[3])
   end
   return p
 end
