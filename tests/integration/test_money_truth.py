@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -208,8 +209,6 @@ def test_a_correction_of_a_closed_period_refunds_nothing_from_the_new_one(
     """A hold charged in full yesterday (its estimate, or its expiry) and settled after
     midnight for less: yesterday's period is closed, so the refund must not come out of
     today's spend, which would then understate it and let today go past its cap."""
-    import time
-
     limiter.apply_policy(Policy.from_toml(DAILY))
     if ended == "estimate":
         with limiter.reserve("d", "gpt-4o-mini", est_tokens=10_000, max_output_tokens=0) as r:

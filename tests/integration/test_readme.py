@@ -9,13 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _helpers import held_nano, spent_nano
+from _helpers import held_nano, spent_nano, wait_until
 from _readme import ROOT, command_env, console_commands, readme_block
 
 from prism_limiter import AsyncLimiter, Limiter, Policy
@@ -34,14 +33,6 @@ def _need(tool: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def _wait(predicate: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _blocked_xread(rclient: Any) -> bool:
@@ -83,7 +74,7 @@ def test_audit_tail_loop_prints_every_entry_in_order(
         start_new_session=True,
     )
     try:
-        _wait(lambda: _blocked_xread(rclient), "the loop to block on XREAD")
+        wait_until(lambda: _blocked_xread(rclient), "the loop to block on XREAD")
         start = rclient.xrange(AUDIT_KEY)[-1][0]
         rclient.xadd(AUDIT_KEY, {"event": "one", "note": "a value with spaces"})
         rclient.xadd(AUDIT_KEY, {"event": "two", "note": "two\nlines", "more": "tab\there"})
@@ -101,7 +92,7 @@ def test_audit_tail_loop_prints_every_entry_in_order(
                 raise AssertionError(f"the loop ended after one reply: {_stop(proc)}")
             return _blocked_xread(rclient)
 
-        _wait(caught_up, "the loop to catch up")
+        wait_until(caught_up, "the loop to catch up")
     finally:
         out, err = _stop(proc)
     expected = b"".join(
@@ -245,7 +236,7 @@ def _serve(command: str) -> None:
                 return False
             return True
 
-        _wait(answers, f"{command} to listen")
+        wait_until(answers, f"{command} to listen")
         ok = httpx.post(f"http://127.0.0.1:{port}/complete", json=PROMPT, timeout=10)
         assert ok.status_code == 200, ok.text
         assert ok.headers["X-Prism-Reservation"]

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from _helpers import held_nano, spent_nano
+from _helpers import held_nano, spent_nano, wait_until
 from _servers import DurableServer
 
 from prism_limiter import BackendUnavailable, Limiter, Policy, audit
@@ -75,16 +74,9 @@ def _writer(lim: Limiter, acks: Acks, name: str) -> None:
             acks.errors.append(repr(exc))
 
 
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def _more_settles(acks: Acks, what: str) -> None:
     due = len(acks.settled) + ACKS_PER_ROUND
-    _wait(lambda: len(acks.settled) >= due, what)
+    wait_until(lambda: len(acks.settled) >= due, what, DEADLINE_S)
 
 
 def _run(server: DurableServer, kills_due: int) -> tuple[Acks, list[float], int]:
@@ -107,7 +99,7 @@ def _run(server: DurableServer, kills_due: int) -> tuple[Acks, list[float], int]
             acks.failed.clear()
             kills.append(time.monotonic())
             server.kill9()
-            _wait(acks.failed.is_set, "the writers never saw the server go")
+            wait_until(acks.failed.is_set, "the writers never saw the server go", DEADLINE_S)
             server.start()
         _more_settles(acks, "the writers did not reconnect by themselves")
     finally:
